@@ -1,0 +1,77 @@
+"""What builds the schema of a template database.
+
+Each source gives :meth:`MigrationSource.fingerprint` (a digest of its inputs, so a changed input is
+a new template name and never a stale cache hit) and :meth:`MigrationSource.apply` (run it against
+an empty database). :func:`load` turns the ``unmocked_migrations`` setting into a source.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Protocol
+
+from unmocked.errors import ConfigurationError
+
+
+class MigrationSource(Protocol):
+    """Something that can build a schema into an empty database."""
+
+    def describe(self) -> str:
+        """A few words for people: ``3 SQL files in migrations/``."""
+        ...
+
+    def fingerprint(self) -> str:
+        """A digest of every input that shapes the schema."""
+        ...
+
+    def apply(self, url: str) -> None:
+        """Build the schema into the empty database at ``url``; raise MigrationError if it fails."""
+        ...
+
+
+class NoMigrations:
+    """The empty schema: tests get a database with nothing in it."""
+
+    def describe(self) -> str:
+        return "no migrations"
+
+    def fingerprint(self) -> str:
+        return digest(b"empty")
+
+    def apply(self, url: str) -> None:
+        """Nothing to build."""
+
+
+def digest(*parts: bytes) -> str:
+    """A hex digest over ``parts``, each length-prefixed so that boundaries count too."""
+    hasher = hashlib.sha256()
+    for part in parts:
+        hasher.update(len(part).to_bytes(8, "big"))
+        hasher.update(part)
+    return hasher.hexdigest()
+
+
+def load(spec: str, root_dir: Path) -> MigrationSource:
+    """Turn the ``unmocked_migrations`` setting into a source.
+
+    ``""`` is an empty database; a path (relative to ``root_dir``) to a directory is a folder of
+    ``.sql`` files; ``module:attribute`` is a SQLAlchemy ``MetaData`` or a callable.
+    """
+    spec = spec.strip()
+    if not spec:
+        return NoMigrations()
+    path = (root_dir / spec).resolve()
+    if path.is_dir():
+        from unmocked.migrations.sql_files import SqlFiles
+
+        return SqlFiles(path, root_dir)
+    if ":" in spec and not path.exists():
+        from unmocked.migrations.python_object import load_python_object
+
+        return load_python_object(spec, root_dir)
+    raise ConfigurationError(
+        f"unmocked_migrations = {spec!r}: {path} is not a directory of .sql files, and the "
+        "value is not of the form module:attribute. Point it at your migrations folder, or at a "
+        "SQLAlchemy MetaData or callable (for example myapp.models:Base.metadata)."
+    )

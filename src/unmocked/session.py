@@ -1,0 +1,220 @@
+"""One test run's use of unmocked: a server, its template, and the databases cut from it.
+
+Everything is created on first use and released by :meth:`UnmockedSession.close`: databases this
+session created are dropped, a server it started is stopped. Under pytest-xdist each worker has its
+own session attached to the server the controller started (``attach_to``), so the workers share
+one server and one template but never a database.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from types import TracebackType
+
+import psycopg
+
+from unmocked import migrations, ownership
+from unmocked.isolation import OuterTransactionLost, RollbackConnection
+from unmocked.ownership import AdminConnection, Owner
+from unmocked.servers import RunningServer, Server, start
+from unmocked.settings import Settings
+from unmocked.templates import Template, clone_strategy, ensure_template
+from unmocked.urls import with_database
+
+
+@dataclass
+class Counters:
+    """What the session did, for the one-line summary."""
+
+    rollback_tests: int = 0
+    fresh_databases: int = 0
+    database_seconds: float = 0.0
+    rebuilt_after_escape: list[str] = field(default_factory=list)
+
+
+class UnmockedSession:
+    """Server, template and databases for one process; a context manager."""
+
+    def __init__(self, settings: Settings, attach_to: Server | None = None) -> None:
+        self.settings = settings
+        self.run_id = ownership.new_run_id()
+        self.counters = Counters()
+        self._attach_to = attach_to
+        self._running: RunningServer | None = None
+        self._admin: AdminConnection | None = None
+        self._lease: ownership.Lease | None = None
+        self._template: Template | None = None
+        self._template_error: Exception | None = None
+        self._rollback_database: str | None = None
+        self._rollback_connection: RollbackConnection | None = None
+        self._names = itertools.count(1)
+
+    # -- the server ---------------------------------------------------------------------------
+
+    @property
+    def server(self) -> Server:
+        """The running server, found or started on first use."""
+        if self._running is None:
+            self._running = (
+                RunningServer(self._attach_to) if self._attach_to else start(self.settings)
+            )
+        return self._running.server
+
+    @property
+    def admin(self) -> AdminConnection:
+        """An autocommit connection to the server's maintenance database; holds the run's lease."""
+        if self._admin is None:
+            url = self.server.url
+            self._lease = ownership.Lease(url, self.run_id)
+            self._admin = psycopg.connect(url, autocommit=True)
+            ownership.collect_abandoned(self._admin)
+        return self._admin
+
+    # -- the template -------------------------------------------------------------------------
+
+    def template(self) -> Template:
+        """The migrated template, built once per fingerprint; a failure is kept and re-raised."""
+        if self._template_error is not None:
+            raise self._template_error
+        if self._template is None:
+            source = migrations.load(self.settings.migrations, self.settings.root_dir)
+            try:
+                self._template = ensure_template(
+                    self.admin, self.server.url, source, self.server.major, self.run_id
+                )
+            except Exception as error:
+                self._template_error = error
+                raise
+        return self._template
+
+    # -- databases ----------------------------------------------------------------------------
+
+    def _clone(self, kind: str) -> str:
+        started = time.perf_counter()
+        name = f"{ownership.PREFIX}{self.run_id}_{kind}_{next(self._names)}"
+        ownership.create_database(
+            self.admin,
+            name,
+            Owner(kind, run=self.run_id),
+            self.template().name,
+            clone_strategy(self.server.major),
+        )
+        self.counters.database_seconds += time.perf_counter() - started
+        return name
+
+    def _drop(self, name: str) -> None:
+        started = time.perf_counter()
+        ownership.drop_database(self.admin, name)
+        self.counters.database_seconds += time.perf_counter() - started
+
+    @contextmanager
+    def fresh_database(self) -> Iterator[str]:
+        """Yield the URL of a brand-new database cloned from the template; drop it afterwards."""
+        name = self._clone("fresh")
+        self.counters.fresh_databases += 1
+        try:
+            yield with_database(self.server.url, name)
+        finally:
+            self._drop(name)
+
+    def rollback_connection(self) -> RollbackConnection:
+        """The one connection rollback tests share, to a database of this session's own."""
+        if self._rollback_database is None:
+            self._rollback_database = self._clone("rollback")
+        conn = self._rollback_connection
+        if conn is None or conn.closed or conn.broken:
+            url = with_database(self.server.url, self._rollback_database)
+            conn = self._rollback_connection = RollbackConnection.connect(url)
+        return conn
+
+    @contextmanager
+    def rolled_back(self, test_name: str = "") -> Iterator[RollbackConnection]:
+        """Yield the shared connection inside an outer transaction that is rolled back after."""
+        conn = self.rollback_connection()
+        conn.begin_test()
+        self.counters.rollback_tests += 1
+        try:
+            yield conn
+        finally:
+            self._end_rollback_test(conn, test_name)
+
+    def _end_rollback_test(self, conn: RollbackConnection, test_name: str) -> None:
+        try:
+            conn.end_test()
+            return
+        except OuterTransactionLost:
+            escaped = True
+        except psycopg.Error:
+            # The test closed or broke the connection; the server rolled its transaction back.
+            escaped = False
+        conn.close()
+        self._rollback_connection = None
+        if escaped:
+            self.counters.rebuilt_after_escape.append(test_name)
+            warnings.warn(
+                f"{test_name or 'a test'} ended unmocked's outer transaction itself (a raw COMMIT "
+                "or ROLLBACK statement), so its writes may have been committed. unmocked rebuilt "
+                "the database so no other test sees them; use the pg_url fixture for tests that "
+                "must really commit.",
+                stacklevel=2,
+            )
+            assert self._rollback_database is not None
+            self._drop(self._rollback_database)
+            self._rollback_database = None
+
+    # -- reporting ----------------------------------------------------------------------------
+
+    @property
+    def started(self) -> bool:
+        """True once a server was found or started for this session."""
+        return self._running is not None
+
+    def summary(self) -> str:
+        """One line for the end of a run: server, template, what the tests used."""
+        parts = [f"unmocked: {self.server.describe()}"]
+        if self._template is not None:
+            how = "reused" if self._template.reused else f"built in {self._template.seconds:.2f} s"
+            parts.append(f"template {self._template.fingerprint[:6]} {how}")
+        counters = self.counters
+        if counters.rollback_tests or counters.fresh_databases:
+            parts.append(
+                f"{counters.rollback_tests} rollback tests, {counters.fresh_databases} fresh "
+                f"databases, database time {counters.database_seconds:.2f} s"
+            )
+        return ", ".join(parts)
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Drop this session's databases, release its lease, stop a server it started."""
+        if self._rollback_connection is not None:
+            self._rollback_connection.close()
+            self._rollback_connection = None
+        if self._admin is not None:
+            if self._rollback_database is not None:
+                self._drop(self._rollback_database)
+                self._rollback_database = None
+            self._admin.close()
+            self._admin = None
+        if self._lease is not None:
+            self._lease.close()
+            self._lease = None
+        if self._running is not None:
+            self._running.close()
+            self._running = None
+
+    def __enter__(self) -> UnmockedSession:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,102 @@
+"""What the user asked for, read once into one frozen :class:`Settings`.
+
+Values come from three places, strongest first: ``--unmocked-*`` command-line flags, ``UNMOCKED_*``
+environment variables, then ``unmocked_*`` keys of ``[tool.pytest.ini_options]``. The plugin gathers
+the raw strings; everything here is plain Python so scripts and the CLI read settings the same way.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from unmocked.errors import ConfigurationError
+
+PROVIDERS = ("auto", "url", "embedded", "local")
+
+# (ini key, environment variable, help text): the one list the plugin and the CLI register from.
+OPTIONS: tuple[tuple[str, str, str], ...] = (
+    (
+        "unmocked_migrations",
+        "UNMOCKED_MIGRATIONS",
+        "What builds the schema: a directory of .sql files, or module:attribute naming a "
+        "SQLAlchemy MetaData or a callable that receives the template database's URL.",
+    ),
+    (
+        "unmocked_provider",
+        "UNMOCKED_PROVIDER",
+        "Where the server comes from: auto (default), url, embedded or local.",
+    ),
+    (
+        "unmocked_pg_version",
+        "UNMOCKED_PG_VERSION",
+        "Major PostgreSQL version the local provider must use (default: the newest found).",
+    ),
+)
+
+
+def default_cache_dir(env: Mapping[str, str]) -> Path:
+    """``$UNMOCKED_CACHE_DIR``, else ``$XDG_CACHE_HOME/unmocked``, else ``~/.cache/unmocked``."""
+    if env.get("UNMOCKED_CACHE_DIR"):
+        return Path(env["UNMOCKED_CACHE_DIR"]).expanduser()
+    if env.get("XDG_CACHE_HOME"):
+        return Path(env["XDG_CACHE_HOME"]).expanduser() / "unmocked"
+    return Path.home() / ".cache" / "unmocked"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything unmocked needs to know before it finds a server and builds a template."""
+
+    migrations: str = ""
+    provider: str = "auto"
+    pg_version: int | None = None
+    database_url: str | None = None
+    cache_dir: Path = field(default_factory=lambda: default_cache_dir(os.environ))
+    root_dir: Path = field(default_factory=Path.cwd)
+
+    def __post_init__(self) -> None:
+        if self.provider not in PROVIDERS:
+            raise ConfigurationError(
+                f"unmocked_provider = {self.provider!r} is not a provider unmocked knows. "
+                f"Use one of: {', '.join(PROVIDERS)}."
+            )
+        if self.provider == "url" and not self.database_url:
+            raise ConfigurationError(
+                "unmocked_provider = 'url' needs UNMOCKED_DATABASE_URL: set it to an admin URL "
+                "of the server to use, for example postgresql://postgres@127.0.0.1:5432/postgres."
+            )
+
+    @classmethod
+    def from_values(
+        cls, values: Mapping[str, str | None], env: Mapping[str, str], root_dir: Path
+    ) -> Settings:
+        """Build settings from raw ini/flag ``values`` (keyed by ini name) and the environment.
+
+        A flag or ini value given in ``values`` wins over the environment only when it is set.
+        """
+
+        def pick(ini_key: str, env_key: str) -> str:
+            given = values.get(ini_key)
+            if given not in (None, ""):
+                return str(given).strip()
+            return env.get(env_key, "").strip()
+
+        raw_version = pick("unmocked_pg_version", "UNMOCKED_PG_VERSION")
+        try:
+            pg_version = int(raw_version) if raw_version else None
+        except ValueError:
+            raise ConfigurationError(
+                f"unmocked_pg_version = {raw_version!r} is not a major version number; "
+                "write it as 15, 16, 17 or 18."
+            ) from None
+        return cls(
+            migrations=pick("unmocked_migrations", "UNMOCKED_MIGRATIONS"),
+            provider=pick("unmocked_provider", "UNMOCKED_PROVIDER") or "auto",
+            pg_version=pg_version,
+            database_url=env.get("UNMOCKED_DATABASE_URL") or None,
+            cache_dir=default_cache_dir(env),
+            root_dir=root_dir,
+        )
