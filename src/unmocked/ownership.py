@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
+from unmocked.errors import DatabaseError
+
 PREFIX = "unmocked_"
 COMMENT_TAG = "unmocked:"
 # First key of the two-int advisory locks unmocked takes; the second is a run or a fingerprint.
@@ -72,7 +74,13 @@ def create_database(
     )
     if strategy:
         statement += sql.SQL(" STRATEGY {}").format(sql.SQL(strategy))
-    conn.execute(statement)
+    try:
+        conn.execute(statement)
+    except psycopg.errors.ObjectInUse as error:
+        raise DatabaseError(
+            f"cannot clone {template!r} into {name!r}: {error.diag.message_primary}. "
+            "Something holds a connection to the template; close it (or run `unmocked gc`)."
+        ) from None
     record_owner(conn, name, owner)
 
 

@@ -8,10 +8,7 @@ can think only about clusters.
 from __future__ import annotations
 
 import ctypes
-import functools
 import os
-import pwd
-import shutil
 import signal
 import subprocess
 import sys
@@ -22,7 +19,6 @@ from pathlib import Path
 from typing import IO
 
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
-_SERVICE_ACCOUNT = "unmocked"
 
 
 @dataclass(frozen=True)
@@ -32,45 +28,6 @@ class Account:
     name: str
     uid: int
     gid: int
-
-
-@functools.cache
-def service_account() -> Account | None:
-    """The account to run PostgreSQL as: None (ourselves) unless we are root.
-
-    As root, use the system account ``unmocked``, creating it if needed, else ``nobody``. Says so
-    once on stderr, because files then belong to an account the person did not choose.
-    """
-    if os.geteuid() != 0:
-        return None
-    entry = _account_entry(_SERVICE_ACCOUNT) or _account_entry("nobody")
-    if entry is None:
-        return None  # nowhere to go; PostgreSQL's own "cannot be run as root" will explain
-    print(
-        f"unmocked: running PostgreSQL as user {entry.pw_name!r} "
-        "because PostgreSQL refuses to run as root",
-        file=sys.stderr,
-    )
-    return Account(entry.pw_name, entry.pw_uid, entry.pw_gid)
-
-
-def _account_entry(name: str) -> pwd.struct_passwd | None:
-    try:
-        return pwd.getpwnam(name)
-    except KeyError:
-        pass
-    if name == _SERVICE_ACCOUNT and shutil.which("useradd"):
-        # Another run may create it at the same moment, so a failure is judged by the look-up after.
-        subprocess.run(
-            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
-            capture_output=True,
-            check=False,
-        )
-        try:
-            return pwd.getpwnam(name)
-        except KeyError:
-            return None
-    return None
 
 
 def chown_tree(path: Path, account: Account | None) -> None:

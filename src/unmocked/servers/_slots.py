@@ -25,6 +25,7 @@ from unmocked.servers._process import Account
 _SHM = Path("/dev/shm")
 _SHM_MINIMUM_FREE = 1 << 30  # a cluster with a few templates fits; fuller RAM is better left alone
 _MAX_SLOTS = 64
+_CACHE_MARK = "cache_dir"  # in each data root: the cache folder it belongs to, for the sweep
 
 
 def data_root(cache_dir: Path, account: Account | None) -> Path:
@@ -42,8 +43,43 @@ def data_root(cache_dir: Path, account: Account | None) -> Path:
     else:
         # The cache is somewhere the server's account cannot reach (under /root, say).
         base = Path("/var/tmp") / f"unmocked-{os.getuid()}"
-    own_dir(base, mode)
-    return own_dir(base / cache_key, mode)
+    root = base / cache_key
+    if not root.is_dir():
+        own_dir(base, mode)
+        _sweep_orphans(base)
+        own_dir(root, mode)
+        (root / _CACHE_MARK).write_text(str(cache_dir.resolve()))
+    return own_dir(root, mode)
+
+
+def _sweep_orphans(base: Path) -> None:
+    """Delete the data of cache folders that are gone (pytest's tmp_path ones), unless in use.
+
+    Data in /dev/shm costs RAM until the next reboot; a cache folder nobody can name again would
+    otherwise keep its clusters there forever.
+    """
+    for root in base.iterdir():
+        try:
+            if root.name.endswith(".deleted"):
+                shutil.rmtree(root)  # a sweep that was killed half-way
+            elif not Path((root / _CACHE_MARK).read_text()).exists():
+                _delete_unless_in_use(root)
+        except OSError:
+            continue  # not ours to judge, being made right now, or swept by another run
+
+
+def _delete_unless_in_use(root: Path) -> None:
+    with contextlib.ExitStack() as held:
+        for lock in root.glob("*/slot-*.lock"):
+            fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC)
+            held.callback(os.close, fd)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return  # a server runs there: its cache folder was deleted under it
+        trash = root.with_name(f"{root.name}.deleted")
+        root.rename(trash)  # one step, so no run ever sees a half-deleted cluster
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 def own_dir(path: Path, mode: int) -> Path:
@@ -67,9 +103,7 @@ def own_dir(path: Path, mode: int) -> Path:
 def _traversable(path: Path) -> bool:
     """True when any account may pass through every existing folder on the way to ``path``."""
     return all(
-        folder.stat().st_mode & stat.S_IXOTH
-        for folder in (path, *path.parents)
-        if folder.exists()
+        folder.stat().st_mode & stat.S_IXOTH for folder in (path, *path.parents) if folder.exists()
     )
 
 

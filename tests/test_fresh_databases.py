@@ -1,0 +1,66 @@
+"""``pg_url`` gives each test a brand-new migrated database where every connection sees real
+commits, and the database is gone after the test."""
+
+from __future__ import annotations
+
+import pytest
+
+
+def test_fresh_database_sees_commits_from_other_connections(
+    user_project: pytest.Pytester,
+) -> None:
+    user_project.makepyfile(
+        """
+        import threading
+        import psycopg
+
+        def test_two_connections(pg_url):
+            writer = psycopg.connect(pg_url, autocommit=True)
+            reader = psycopg.connect(pg_url)
+            writer.execute("INSERT INTO users (email) VALUES ('a@example.com')")
+            assert reader.execute("SELECT count(*) FROM users").fetchone()[0] == 1
+            writer.close(); reader.close()
+
+        def test_skip_locked_hands_each_row_to_one_worker(pg_url):
+            with psycopg.connect(pg_url, autocommit=True) as setup:
+                setup.execute("INSERT INTO users (email) VALUES ('u1'), ('u2'), ('u3'), ('u4')")
+            first, second = psycopg.connect(pg_url), psycopg.connect(pg_url)
+            claim = "SELECT id FROM users ORDER BY id LIMIT 2 FOR UPDATE SKIP LOCKED"
+            mine = {row[0] for row in first.execute(claim)}
+            theirs = {row[0] for row in second.execute(claim)}
+            assert len(mine) == len(theirs) == 2 and not mine & theirs
+            first.close(); second.close()
+
+        def test_ddl_outside_a_transaction(pg_url):
+            with psycopg.connect(pg_url, autocommit=True) as conn:
+                conn.execute("CREATE INDEX CONCURRENTLY users_email_lower ON users (lower(email))")
+        """
+    )
+    user_project.runpytest().assert_outcomes(passed=3)
+
+
+def test_fresh_database_is_gone_after_the_test(user_project: pytest.Pytester) -> None:
+    user_project.makepyfile(
+        """
+        import psycopg
+        from unmocked.urls import database_of
+
+        seen = []
+
+        def test_a_uses_a_database(pg_url):
+            seen.append(database_of(pg_url))
+            with psycopg.connect(pg_url, autocommit=True) as conn:
+                conn.execute("INSERT INTO users (email) VALUES ('a@example.com')")
+
+        def test_b_its_database_is_gone_and_mine_is_empty(pg_url, pg_server):
+            assert database_of(pg_url) != seen[0]
+            with psycopg.connect(pg_server.url, autocommit=True) as admin:
+                gone = admin.execute(
+                    "SELECT count(*) FROM pg_database WHERE datname = %s", (seen[0],)
+                ).fetchone()[0]
+            assert gone == 0
+            with psycopg.connect(pg_url) as conn:
+                assert conn.execute("SELECT count(*) FROM users").fetchone()[0] == 0
+        """
+    )
+    user_project.runpytest("-p", "no:randomly").assert_outcomes(passed=2)

@@ -1,0 +1,163 @@
+"""The rollback fixtures (``pg``, ``sa_session``) keep every test's effects from every other test,
+while code under test keeps production's commit, rollback and error semantics. Each guarantee is
+checked by running a whole pytest session as a user would, through every provider."""
+
+from __future__ import annotations
+
+import pytest
+
+LEAKY_SUITE = """
+import pytest
+
+@pytest.mark.parametrize("attempt", range(3))
+def test_writes_and_commits(pg, attempt):
+    pg.execute("INSERT INTO users (email) VALUES ('leak@example.com')")
+    pg.commit()
+    pg.execute("INSERT INTO users (email) VALUES ('second@example.com')")
+    with pg.transaction():
+        pg.execute("INSERT INTO users (email) VALUES ('third@example.com')")
+    assert pg.execute("SELECT count(*) FROM users").fetchone()[0] == 3
+
+@pytest.mark.parametrize("attempt", range(3))
+def test_sees_no_rows_of_other_tests(pg, attempt):
+    assert pg.execute("SELECT count(*) FROM users").fetchone()[0] == 0
+
+@pytest.mark.parametrize("attempt", range(3))
+def test_session_commits_too(sa_session, attempt):
+    from sqlalchemy import text
+    sa_session.execute(text("INSERT INTO users (email) VALUES ('leak@example.com')"))
+    sa_session.commit()
+    assert sa_session.execute(text("SELECT count(*) FROM users")).scalar() == 1
+"""
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_commit_by_code_under_test_is_invisible_to_the_next_test(
+    user_project: pytest.Pytester, seed: int
+) -> None:
+    user_project.makepyfile(test_leaks=LEAKY_SUITE)
+    result = user_project.runpytest("-p", "randomly", f"--randomly-seed={seed}")
+    result.assert_outcomes(passed=9)
+
+
+def test_error_inside_transaction_leaves_the_connection_usable(
+    user_project: pytest.Pytester,
+) -> None:
+    user_project.makepyfile(
+        """
+        import psycopg, pytest
+
+        def test_unique_violation_inside_a_block(pg):
+            pg.execute("INSERT INTO users (email) VALUES ('a@example.com')")
+            with pytest.raises(psycopg.errors.UniqueViolation):
+                with pg.transaction():
+                    pg.execute("INSERT INTO users (email) VALUES ('a@example.com')")
+            assert pg.execute("SELECT count(*) FROM users").fetchone()[0] == 1
+
+        def test_error_outside_a_block_then_rollback(pg):
+            pg.execute("INSERT INTO users (email) VALUES ('kept@example.com')")
+            pg.commit()
+            with pytest.raises(psycopg.errors.UndefinedTable):
+                pg.execute("SELECT * FROM no_such_table")
+            with pytest.raises(psycopg.errors.InFailedSqlTransaction):
+                pg.execute("SELECT 1")
+            pg.rollback()
+            emails = pg.execute("SELECT email FROM users").fetchall()
+            assert emails == [("kept@example.com",)]
+
+        def test_commit_of_a_failed_transaction_rolls_it_back(pg):
+            pg.execute("INSERT INTO users (email) VALUES ('gone@example.com')")
+            with pytest.raises(psycopg.errors.DivisionByZero):
+                pg.execute("SELECT 1 / 0")
+            pg.commit()
+            assert pg.execute("SELECT count(*) FROM users").fetchone()[0] == 0
+        """
+    )
+    user_project.runpytest().assert_outcomes(passed=3)
+
+
+def test_commit_checks_deferred_constraints_as_a_real_commit_would(
+    user_project: pytest.Pytester,
+) -> None:
+    user_project.makepyfile(
+        """
+        import psycopg, pytest
+        from sqlalchemy import text
+        from sqlalchemy.exc import IntegrityError
+
+        def test_psycopg_commit(pg):
+            pg.execute("INSERT INTO orders (user_id, amount) VALUES (42, 1)")  # deferred: no error
+            with pytest.raises(psycopg.errors.ForeignKeyViolation):
+                pg.commit()
+            assert pg.execute("SELECT count(*) FROM orders").fetchone()[0] == 0
+            # The next unit of work starts deferred again, as a new transaction would.
+            pg.execute("INSERT INTO orders (user_id, amount) VALUES (42, 1)")
+            pg.execute("INSERT INTO users (id, email) VALUES (42, 'late@example.com')")
+            pg.commit()
+
+        def test_transaction_block_commits_on_exit(pg):
+            with pytest.raises(psycopg.errors.ForeignKeyViolation):
+                with pg.transaction():
+                    pg.execute("INSERT INTO orders (user_id, amount) VALUES (7, 1)")
+
+        def test_sqlalchemy_commit(sa_session):
+            sa_session.execute(text("INSERT INTO orders (user_id, amount) VALUES (42, 1)"))
+            with pytest.raises(IntegrityError):
+                sa_session.commit()
+            sa_session.rollback()
+            assert sa_session.execute(text("SELECT count(*) FROM orders")).scalar() == 0
+        """
+    )
+    user_project.runpytest().assert_outcomes(passed=3)
+
+
+def test_pg_and_sa_session_share_one_transaction(user_project: pytest.Pytester) -> None:
+    user_project.makepyfile(
+        """
+        from sqlalchemy import text
+
+        def test_both_see_each_other(pg, sa_session):
+            pg.execute("INSERT INTO users (email) VALUES ('raw@example.com')")
+            assert sa_session.execute(text("SELECT count(*) FROM users")).scalar() == 1
+            sa_session.execute(text("INSERT INTO users (email) VALUES ('orm@example.com')"))
+            sa_session.flush()
+            assert pg.execute("SELECT count(*) FROM users").fetchone()[0] == 2
+        """
+    )
+    user_project.runpytest().assert_outcomes(passed=1)
+
+
+def test_raw_commit_statement_is_still_isolated_and_warned_about(
+    user_project: pytest.Pytester,
+) -> None:
+    user_project.makepyfile(
+        """
+        def test_a_raw_commit(pg):
+            pg.execute("INSERT INTO users (email) VALUES ('raw@example.com')")
+            pg.execute("COMMIT")
+
+        def test_b_sees_nothing(pg):
+            assert pg.execute("SELECT count(*) FROM users").fetchone()[0] == 0
+        """
+    )
+    result = user_project.runpytest("-p", "no:randomly")
+    result.assert_outcomes(passed=2, warnings=1)
+    result.stdout.fnmatch_lines(["*ended unmocked's outer transaction*"])
+
+
+def test_session_state_does_not_leak_between_tests(user_project: pytest.Pytester) -> None:
+    user_project.makepyfile(
+        """
+        def test_a_leaves_session_state(pg):
+            pg.execute("PREPARE q AS SELECT 1")
+            pg.execute("SELECT pg_advisory_lock(1)")
+            pg.execute("SELECT nextval('users_id_seq')")
+            pg.commit()
+
+        def test_b_starts_clean(pg):
+            assert pg.execute("SELECT count(*) FROM pg_prepared_statements").fetchone()[0] == 0
+            locks = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = %s"
+            assert pg.execute(locks, (pg.info.backend_pid,)).fetchone()[0] == 0
+        """
+    )
+    user_project.runpytest("-p", "no:randomly").assert_outcomes(passed=2)
