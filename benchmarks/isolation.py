@@ -7,9 +7,9 @@ Run it from the project root::
 Five modes run the same generated test (see ``suites/``) against the same 80-table schema:
 
 ``bare``               no database at all: the cost of pytest itself, the floor;
-``pg``                 unmocked's ``pg``: rollback of an outer transaction on a shared connection;
-``pg_url``             unmocked's ``pg_url``: a database cloned from the migrated template per test;
-``pytest-postgresql``  pytest-postgresql's ``postgresql``: its own per-test database from a template;
+``pg``                 unmocked's ``pg``: an outer transaction rolled back, on a shared connection;
+``pg_url``             unmocked's ``pg_url``: a database per test, cloned from the template;
+``pytest-postgresql``  pytest-postgresql's ``postgresql``: its per-test database from its template;
 ``truncate``           one database, every table truncated after each test.
 
 Each mode is a real pytest run in a subprocess, timed from the outside, so start-up, plugin loading
@@ -47,8 +47,8 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from schema import TABLE_COUNT, write_migrations
 
+from schema import TABLE_COUNT, write_migrations
 from unmocked import migrations, ownership
 from unmocked.servers import start
 from unmocked.settings import Settings
@@ -119,7 +119,7 @@ class ModeResult:
 
 @contextmanager
 def server_url(url: str | None) -> Iterator[tuple[str, str]]:
-    """Yield the admin URL and a description of the server; stop it after, if it was started here."""
+    """Yield the admin URL and a description of the server; stop it after if it was started here."""
     if url:
         with psycopg.connect(url, autocommit=True) as conn:
             version = conn.execute("SHOW server_version").fetchone()

@@ -8,6 +8,7 @@ skipped with the reason, never faked.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -67,5 +68,19 @@ def user_project(
         "  amount numeric NOT NULL\n"
         ");\n"
     )
-    pytester.makeini("[pytest]\nunmocked_migrations = migrations\n")
+    use_migrations(pytester, "migrations")
     return pytester
+
+
+def use_migrations(pytester: pytest.Pytester, migrations: str) -> None:
+    """Write the user's pytest.ini: unmocked's migrations, and pytest-asyncio's loop scope."""
+    pytester.makeini(
+        f"[pytest]\nunmocked_migrations = {migrations}\n"
+        "asyncio_default_fixture_loop_scope = function\n"
+    )
+
+
+@pytest.fixture
+def set_migrations(pytester: pytest.Pytester) -> Callable[[str], None]:
+    """Point the pytester project's ``unmocked_migrations`` somewhere else."""
+    return lambda migrations: use_migrations(pytester, migrations)

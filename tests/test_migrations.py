@@ -12,12 +12,11 @@ import secrets
 import sys
 import textwrap
 from collections.abc import Callable, Iterator
-from itertools import count
 from pathlib import Path
 
 import psycopg
 import pytest
-from sqlalchemy import Column, Index, Integer, MetaData, Table, Text
+from sqlalchemy import Column, ForeignKey, Index, Integer, MetaData, Table, Text
 
 from unmocked import ownership
 from unmocked.errors import ConfigurationError, MigrationError
@@ -25,7 +24,7 @@ from unmocked.migrations import NoMigrations, load
 from unmocked.migrations.python_object import PythonCallable, SqlAlchemyMetadata
 from unmocked.migrations.sql_files import SqlFiles
 from unmocked.migrations.sql_statements import line_of_offset, split_statements
-from unmocked.ownership import AdminConnection, Owner
+from unmocked.ownership import Owner
 from unmocked.urls import with_database
 
 ADMIN_URL = os.environ.get(
@@ -36,33 +35,26 @@ ADMIN_URL = os.environ.get(
 # -- fixtures and helpers ---------------------------------------------------------------------
 
 
-@pytest.fixture
-def admin() -> Iterator[AdminConnection]:
-    """An autocommit connection to the admin database of the test server."""
-    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-        yield conn
-
-
-@pytest.fixture
-def empty_database(admin: AdminConnection) -> Iterator[Callable[[], str]]:
-    """Make empty databases (cloned from template0) and return their URLs; all dropped after.
-
-    The databases belong to a run whose lease the fixture holds, so no other session collects them.
-    """
+@pytest.fixture(scope="module")
+def scratch_database() -> Iterator[str]:
+    """URL of one database for this module, owned by a live run so no other session collects it."""
     lease = ownership.Lease(ADMIN_URL, ownership.new_run_id())
-    names: list[str] = []
-    numbers = count(1)
-
-    def make() -> str:
-        name = f"{ownership.PREFIX}test_{lease.run_id}_migrations_{next(numbers)}"
-        names.append(name)
+    name = f"{ownership.PREFIX}test_{lease.run_id}_migrations"
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
         ownership.create_database(admin, name, Owner("fresh", run=lease.run_id), "template0", None)
-        return with_database(ADMIN_URL, name)
+        try:
+            yield with_database(ADMIN_URL, name)
+        finally:
+            ownership.drop_database(admin, name)
+            lease.close()
 
-    yield make
-    for name in names:
-        ownership.drop_database(admin, name)
-    lease.close()
+
+@pytest.fixture
+def empty_database(scratch_database: str) -> str:
+    """URL of a database with nothing in it: the module's scratch database, emptied."""
+    with psycopg.connect(scratch_database, autocommit=True) as conn:
+        conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+    return scratch_database
 
 
 @pytest.fixture
@@ -137,7 +129,7 @@ def test_folder_is_resolved_against_the_project_root_not_the_working_directory(
 
 
 def test_module_attribute_naming_sqlalchemy_metadata_builds_its_tables(
-    tmp_path: Path, write_module: Callable[[str], str], empty_database: Callable[[], str]
+    tmp_path: Path, write_module: Callable[[str], str], empty_database: str
 ) -> None:
     module = write_module(
         """
@@ -153,7 +145,7 @@ def test_module_attribute_naming_sqlalchemy_metadata_builds_its_tables(
             name: Mapped[str] = mapped_column(Text)
         """
     )
-    url = empty_database()
+    url = empty_database
 
     source = load(f"{module}:Base.metadata", tmp_path)
     source.apply(url)
@@ -164,7 +156,7 @@ def test_module_attribute_naming_sqlalchemy_metadata_builds_its_tables(
 
 
 def test_module_attribute_naming_a_callable_is_called_with_the_database_url(
-    tmp_path: Path, write_module: Callable[[str], str], empty_database: Callable[[], str]
+    tmp_path: Path, write_module: Callable[[str], str], empty_database: str
 ) -> None:
     module = write_module(
         """
@@ -175,7 +167,7 @@ def test_module_attribute_naming_a_callable_is_called_with_the_database_url(
                 conn.execute("CREATE TABLE gadgets (id int)")
         """
     )
-    url = empty_database()
+    url = empty_database
 
     source = load(f"{module}:build_schema", tmp_path)
     source.apply(url)
@@ -211,9 +203,7 @@ def test_setting_that_names_nothing_usable_is_a_configuration_error_saying_why(
 # -- SQL files: order and fingerprint ---------------------------------------------------------
 
 
-def test_sql_files_are_applied_in_file_name_order(
-    tmp_path: Path, empty_database: Callable[[], str]
-) -> None:
+def test_sql_files_are_applied_in_file_name_order(tmp_path: Path, empty_database: str) -> None:
     folder = tmp_path / "migrations"
     # Written in reverse, so neither creation time nor directory order can pass for name order.
     write_sql_files(folder, {"010_more.sql": "INSERT INTO applied (file) VALUES ('010');"})
@@ -227,7 +217,7 @@ def test_sql_files_are_applied_in_file_name_order(
             )
         },
     )
-    url = empty_database()
+    url = empty_database
 
     SqlFiles(folder, tmp_path).apply(url)
 
@@ -304,7 +294,7 @@ def test_metadata_fingerprint_changes_when_an_index_is_added() -> None:
 
 
 def test_syntax_error_names_the_file_the_real_line_and_postgresql_message(
-    tmp_path: Path, empty_database: Callable[[], str]
+    tmp_path: Path, empty_database: str
 ) -> None:
     folder = write_sql_files(
         tmp_path / "migrations",
@@ -323,7 +313,7 @@ def test_syntax_error_names_the_file_the_real_line_and_postgresql_message(
         },
     )
 
-    message = migration_error(SqlFiles(folder, tmp_path), empty_database())
+    message = migration_error(SqlFiles(folder, tmp_path), empty_database)
 
     assert message == (
         'migrations/002_broken.sql, line 8: syntax error at or near "amount" (PostgreSQL). '
@@ -332,7 +322,7 @@ def test_syntax_error_names_the_file_the_real_line_and_postgresql_message(
 
 
 def test_syntax_error_inside_a_function_body_points_at_its_line_in_the_file(
-    tmp_path: Path, empty_database: Callable[[], str]
+    tmp_path: Path, empty_database: str
 ) -> None:
     folder = write_sql_files(
         tmp_path / "migrations",
@@ -349,13 +339,13 @@ def test_syntax_error_inside_a_function_body_points_at_its_line_in_the_file(
         },
     )
 
-    message = migration_error(SqlFiles(folder, tmp_path), empty_database())
+    message = migration_error(SqlFiles(folder, tmp_path), empty_database)
 
     assert message.startswith("migrations/001_functions.sql, line 5: syntax error")
 
 
 def test_duplicate_key_reports_the_line_of_the_insert_that_failed(
-    tmp_path: Path, empty_database: Callable[[], str]
+    tmp_path: Path, empty_database: str
 ) -> None:
     folder = write_sql_files(
         tmp_path / "migrations",
@@ -373,7 +363,7 @@ def test_duplicate_key_reports_the_line_of_the_insert_that_failed(
         },
     )
 
-    message = migration_error(SqlFiles(folder, tmp_path), empty_database())
+    message = migration_error(SqlFiles(folder, tmp_path), empty_database)
 
     assert message.startswith(
         "migrations/001_users.sql, line 7: duplicate key value violates unique constraint "
@@ -383,7 +373,7 @@ def test_duplicate_key_reports_the_line_of_the_insert_that_failed(
 
 
 def test_runtime_error_reports_the_line_where_the_failing_statement_starts(
-    tmp_path: Path, empty_database: Callable[[], str]
+    tmp_path: Path, empty_database: str
 ) -> None:
     folder = write_sql_files(
         tmp_path / "migrations",
@@ -405,7 +395,7 @@ def test_runtime_error_reports_the_line_where_the_failing_statement_starts(
         },
     )
 
-    message = migration_error(SqlFiles(folder, tmp_path), empty_database())
+    message = migration_error(SqlFiles(folder, tmp_path), empty_database)
 
     assert message.startswith("migrations/002_ratios.sql, line 9: division by zero (PostgreSQL).")
 
@@ -438,17 +428,17 @@ def test_runtime_error_reports_the_line_where_the_failing_statement_starts(
     ids=["comment-above", "comment-trailing-previous-statement"],
 )
 def test_runtime_error_after_a_comment_reports_the_line_of_the_statement(
-    script: str, tmp_path: Path, empty_database: Callable[[], str]
+    script: str, tmp_path: Path, empty_database: str
 ) -> None:
     folder = write_sql_files(tmp_path / "migrations", {"001_users.sql": script})
 
-    message = migration_error(SqlFiles(folder, tmp_path), empty_database())
+    message = migration_error(SqlFiles(folder, tmp_path), empty_database)
 
     assert message.startswith("migrations/001_users.sql, line 6: duplicate key value")
 
 
 def test_failing_file_leaves_none_of_its_statements_behind(
-    tmp_path: Path, empty_database: Callable[[], str]
+    tmp_path: Path, empty_database: str
 ) -> None:
     folder = write_sql_files(
         tmp_path / "migrations",
@@ -460,7 +450,7 @@ def test_failing_file_leaves_none_of_its_statements_behind(
             ),
         },
     )
-    url = empty_database()
+    url = empty_database
 
     migration_error(SqlFiles(folder, tmp_path), url)
 
@@ -486,21 +476,14 @@ def test_failing_callable_reports_where_it_failed_without_the_password(
     )
 
 
-def test_failing_create_all_reports_postgresql_message(empty_database: Callable[[], str]) -> None:
+def test_failing_create_all_reports_postgresql_message(empty_database: str) -> None:
     broken = MetaData()
-    Table("users", broken, Column("id", Integer, primary_key=True))
-    Table("orders", broken, Column("user_id", Integer), Column("user_id2", Integer))
-    broken.tables["orders"].append_constraint(
-        # A foreign key to a column that is not unique: PostgreSQL refuses it at CREATE TABLE.
-        __import__("sqlalchemy").ForeignKeyConstraint(["user_id"], ["users.id"])
-    )
-    Table("accounts", broken, Column("id", Integer), Column("owner", Integer))
-    broken.tables["accounts"].append_constraint(
-        __import__("sqlalchemy").ForeignKeyConstraint(["owner"], ["accounts.id"])
-    )
+    Table("accounts", broken, Column("id", Integer))
+    # A foreign key to a column that is not unique: PostgreSQL refuses it at CREATE TABLE.
+    Table("orders", broken, Column("account_id", Integer, ForeignKey("accounts.id")))
 
     with pytest.raises(MigrationError) as raised:
-        SqlAlchemyMetadata("models:metadata", broken).apply(empty_database())
+        SqlAlchemyMetadata("models:metadata", broken).apply(empty_database)
 
     message = str(raised.value)
     assert message.startswith("models:metadata: create_all failed: there is no unique constraint")
@@ -528,7 +511,9 @@ def test_split_keeps_semicolons_inside_dollar_quoted_function_bodies() -> None:
     )
 
     assert statements_of(script) == [
-        "CREATE FUNCTION f() RETURNS int LANGUAGE plpgsql AS $$\nBEGIN PERFORM 1; RETURN 2; END\n$$",
+        "CREATE FUNCTION f() RETURNS int LANGUAGE plpgsql AS $$\n"
+        "BEGIN PERFORM 1; RETURN 2; END\n"
+        "$$",
         "CREATE FUNCTION g() RETURNS text LANGUAGE sql AS $fn$ SELECT '$$;' $fn$",
         "SELECT 3",
     ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -40,7 +41,10 @@ def test_fresh(pg_url, n):
 
 
 def test_two_workers_share_one_template_and_never_a_database(
-    user_project: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    user_project: pytest.Pytester,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    set_migrations: Callable[[str], None],
 ) -> None:
     build_log, db_log = tmp_path / "build.log", tmp_path / "db.log"
     monkeypatch.setenv("BUILD_LOG", str(build_log))
@@ -49,7 +53,7 @@ def test_two_workers_share_one_template_and_never_a_database(
     user_project.makepyfile(
         schema=COUNTING_MIGRATION + f"\n# {tmp_path}\n", test_workers=WORKER_SUITE
     )
-    user_project.makeini("[pytest]\nunmocked_migrations = schema:build\n")
+    set_migrations("schema:build")
     result = user_project.runpytest_subprocess("-n", "2", "-p", "randomly")
     result.assert_outcomes(passed=16)
     assert build_log.read_text().count("built") == 1

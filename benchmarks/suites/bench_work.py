@@ -23,7 +23,7 @@ SELECT grandchild.name, child.name, parent.name, parent.payload
 
 
 def rows_for(number: int) -> tuple[str, str, str, dict[str, int]]:
-    """The names and payload test ``number`` writes: distinct per test, so no test sees another's."""
+    """The names and payload test ``number`` writes, distinct per test."""
     return (f"grandchild {number}", f"child {number}", f"parent {number}", {"test": number})
 
 

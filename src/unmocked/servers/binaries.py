@@ -142,11 +142,12 @@ class ClusterServer(RunningServer):
         self.process = process
         self._slot = slot
         self._closed = False
+        self._owner = os.getpid()
         atexit.register(self.close)
 
     def close(self) -> None:
         """Stop the server (fast shutdown, then harder) and free its slot. Safe to call twice."""
-        if self._closed:
+        if self._closed or os.getpid() != self._owner:  # a forked child must not stop our server
             return
         self._closed = True
         atexit.unregister(self.close)
@@ -260,7 +261,11 @@ def _launch(found: _Binaries, slot: Slot, account: Account | None) -> ClusterSer
                 cwd=slot.folder,
                 output=log,
             )
-        exited = _wait_until_ready(process, url)
+        try:
+            exited = _wait_until_ready(process, url)
+        except BaseException:  # Ctrl-C while it starts: no server may outlive the attempt
+            _process.stop(process)
+            raise
         if exited is None:
             server = Server(
                 url=url,

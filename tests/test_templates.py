@@ -1,0 +1,301 @@
+"""Templates: built once per migration fingerprint and server major, reused after, never half-built.
+
+Every test's migrations carry a random token, so its template is its own (never a cache hit from
+another run); each template a test may have made is dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from unmocked import ownership
+from unmocked.errors import MigrationError
+from unmocked.migrations import MigrationSource
+from unmocked.migrations.python_object import PythonCallable
+from unmocked.migrations.sql_files import SqlFiles
+from unmocked.ownership import AdminConnection, Owner
+from unmocked.templates import Template, ensure_template, template_fingerprint, template_name
+from unmocked.urls import with_database
+
+ADMIN_URL = os.environ.get(
+    "UNMOCKED_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+
+
+# -- fixtures and helpers ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def admin() -> Iterator[AdminConnection]:
+    """An autocommit connection to the admin database of the test server."""
+    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+        yield conn
+
+
+@pytest.fixture
+def major(admin: AdminConnection) -> int:
+    """The test server's major version."""
+    return admin.info.server_version // 10000
+
+
+@pytest.fixture
+def run_id() -> Iterator[str]:
+    """The id of a live run: its lease is held, so no other session collects its databases."""
+    lease = ownership.Lease(ADMIN_URL, ownership.new_run_id())
+    yield lease.run_id
+    lease.close()
+
+
+@pytest.fixture
+def templates_of(admin: AdminConnection, major: int) -> Iterator[Callable[[MigrationSource], str]]:
+    """The template name of a source, remembered so that the template is dropped after the test."""
+    names: list[str] = []
+
+    def remember(source: MigrationSource) -> str:
+        names.append(template_name(template_fingerprint(source, major)))
+        return names[-1]
+
+    yield remember
+    for name in names:
+        ownership.drop_database(admin, name)
+
+
+@pytest.fixture
+def ensure(
+    admin: AdminConnection,
+    major: int,
+    run_id: str,
+    templates_of: Callable[[MigrationSource], str],
+) -> Callable[[MigrationSource], Template]:
+    """``ensure_template`` for the test server, as a live run; its templates are dropped after."""
+
+    def ensure_(source: MigrationSource) -> Template:
+        templates_of(source)
+        return ensure_template(admin, ADMIN_URL, source, major, run_id)
+
+    return ensure_
+
+
+def sql_source(folder: Path, schema: str) -> SqlFiles:
+    """One migration file holding ``schema``, made unique to this test by a comment."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "001_schema.sql").write_text(f"-- {secrets.token_hex(8)}\n{schema}\n")
+    return SqlFiles(folder, folder.parent)
+
+
+@pytest.fixture(scope="module")
+def users_template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SqlFiles, Template]]:
+    """One migrated template (a ``users`` table) for the tests that only look at it; dropped after.
+
+    Its first build is returned as it was, so ``reused`` tells whether that call built it.
+    """
+    source = sql_source(tmp_path_factory.mktemp("users") / "migrations", "CREATE TABLE users ();")
+    lease = ownership.Lease(ADMIN_URL, ownership.new_run_id())
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        major = admin.info.server_version // 10000
+        try:
+            yield source, ensure_template(admin, ADMIN_URL, source, major, lease.run_id)
+        finally:
+            ownership.drop_database(admin, template_name(template_fingerprint(source, major)))
+            lease.close()
+
+
+def databases_named(admin: AdminConnection, pattern: str) -> list[str]:
+    rows = admin.execute(
+        "SELECT datname FROM pg_database WHERE datname LIKE %s", (pattern,)
+    ).fetchall()
+    return [str(row[0]) for row in rows]
+
+
+class CountingMigration:
+    """Creates a table after a pause, counting its calls in a file that every thread appends to."""
+
+    def __init__(self, calls: Path) -> None:
+        self.calls = calls
+        self.unmocked_fingerprint = secrets.token_hex(8)
+
+    def __call__(self, url: str) -> None:
+        with self.calls.open("a") as calls:
+            calls.write("called\n")
+        time.sleep(0.5)
+        with psycopg.connect(url) as conn:
+            conn.execute("CREATE TABLE parts (id int)")
+
+
+class ForgetfulMigration:
+    """Creates a table and keeps its connection open, as a migration with a pool might."""
+
+    def __init__(self) -> None:
+        self.unmocked_fingerprint = secrets.token_hex(8)
+        self.connections: list[psycopg.Connection[tuple[object, ...]]] = []
+
+    def __call__(self, url: str) -> None:
+        conn = psycopg.connect(url, autocommit=True)
+        conn.execute("CREATE TABLE notes (id int)")
+        self.connections.append(conn)
+
+
+# -- tests ------------------------------------------------------------------------------------
+
+
+def test_template_is_built_once_then_reused_for_the_same_migrations_and_major(
+    admin: AdminConnection,
+    major: int,
+    run_id: str,
+    users_template: tuple[SqlFiles, Template],
+) -> None:
+    source, first = users_template
+
+    again = ensure_template(admin, ADMIN_URL, source, major, run_id)
+    other_run = ensure_template(admin, ADMIN_URL, source, major, ownership.new_run_id())
+
+    assert (first.reused, again.reused, other_run.reused) == (False, True, True)
+    assert first.name == again.name == other_run.name
+
+
+def test_changed_migrations_are_a_new_template(
+    tmp_path: Path,
+    users_template: tuple[SqlFiles, Template],
+    ensure: Callable[[MigrationSource], Template],
+) -> None:
+    source, before = users_template
+    changed = tmp_path / "migrations"
+    shutil.copytree(source.folder, changed)
+    (changed / "002_orders.sql").write_text("CREATE TABLE orders (id int);")
+
+    after = ensure(SqlFiles(changed, tmp_path))
+
+    assert after.name != before.name
+    assert after.reused is False
+
+
+def test_template_name_depends_on_the_server_major_version(tmp_path: Path) -> None:
+    source = sql_source(tmp_path / "migrations", "CREATE TABLE users (id int);")
+
+    names = {template_name(template_fingerprint(source, major)) for major in (15, 16, 17)}
+
+    assert len(names) == 3
+    assert all(name.startswith("unmocked_tpl_") for name in names)
+
+
+def test_template_is_marked_as_template_and_refuses_connections(
+    admin: AdminConnection, users_template: tuple[SqlFiles, Template]
+) -> None:
+    _, template = users_template
+
+    flags = admin.execute(
+        "SELECT datistemplate, datallowconn FROM pg_database WHERE datname = %s",
+        (template.name,),
+    ).fetchone()
+
+    assert flags == (True, False)
+    assert ownership.owner_of(admin, template.name) == Owner(
+        "template", fingerprint=template.fingerprint
+    )
+    with pytest.raises(psycopg.OperationalError, match="not currently accepting connections"):
+        psycopg.connect(with_database(ADMIN_URL, template.name)).close()
+
+
+def test_database_cloned_from_the_template_has_the_migrated_schema(
+    admin: AdminConnection,
+    run_id: str,
+    tmp_path: Path,
+    ensure: Callable[[MigrationSource], Template],
+) -> None:
+    template = ensure(sql_source(tmp_path / "migrations", "CREATE TABLE users (id int);"))
+    clone = f"{ownership.PREFIX}test_{run_id}_clone"
+
+    ownership.create_database(admin, clone, Owner("fresh", run=run_id), template.name, None)
+    try:
+        with psycopg.connect(with_database(ADMIN_URL, clone)) as conn:
+            tables = conn.execute("SELECT tablename FROM pg_tables WHERE tablename = 'users'")
+            assert tables.fetchall() == [("users",)]
+    finally:
+        ownership.drop_database(admin, clone)
+
+
+def test_failed_migration_leaves_neither_the_template_nor_the_build_database(
+    admin: AdminConnection, tmp_path: Path, ensure: Callable[[MigrationSource], Template]
+) -> None:
+    source = sql_source(tmp_path / "migrations", "CREATE TABLE users (id int);\nCREATE TABL x;")
+
+    with pytest.raises(MigrationError, match="nothing was cached"):
+        ensure(source)
+
+    # Both the template and the build database carry the fingerprint in their name.
+    fingerprint = template_fingerprint(source, admin.info.server_version // 10000)
+    assert databases_named(admin, f"unmocked%{fingerprint[:16]}%") == []
+
+
+def test_template_left_unmarked_by_an_interrupted_build_is_rebuilt(
+    admin: AdminConnection,
+    tmp_path: Path,
+    ensure: Callable[[MigrationSource], Template],
+    templates_of: Callable[[MigrationSource], str],
+) -> None:
+    source = sql_source(tmp_path / "migrations", "CREATE TABLE users (id int);")
+    name = templates_of(source)
+    # Renamed into place but never marked a template: what a build killed at that moment leaves.
+    ownership.create_database(admin, name, Owner("template"), "template0", None)
+
+    template = ensure(source)
+
+    assert (template.name, template.reused) == (name, False)
+    flags = admin.execute(
+        "SELECT datistemplate FROM pg_database WHERE datname = %s", (name,)
+    ).fetchone()
+    assert flags == (True,)
+
+
+def test_sessions_a_migration_leaves_open_do_not_stop_the_template(
+    admin: AdminConnection, ensure: Callable[[MigrationSource], Template]
+) -> None:
+    migration = ForgetfulMigration()
+
+    try:
+        template = ensure(PythonCallable("tests:forgetful", migration))
+    finally:
+        for conn in migration.connections:
+            conn.close()
+
+    flags = admin.execute(
+        "SELECT datistemplate FROM pg_database WHERE datname = %s", (template.name,)
+    ).fetchone()
+    assert flags == (True,)
+
+
+def test_concurrent_builders_run_the_migration_once_and_share_the_template(
+    major: int, tmp_path: Path, templates_of: Callable[[MigrationSource], str]
+) -> None:
+    calls = tmp_path / "calls.txt"
+    source = PythonCallable("tests:counting", CountingMigration(calls))
+    templates_of(source)
+    both_ready = threading.Barrier(2)
+
+    def build() -> Template:
+        # Each builder is its own run, with its own lease and admin connection, as two workers are.
+        lease = ownership.Lease(ADMIN_URL, ownership.new_run_id())
+        try:
+            with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+                both_ready.wait(timeout=10)
+                return ensure_template(conn, ADMIN_URL, source, major, lease.run_id)
+        finally:
+            lease.close()
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = [pool.submit(build) for _ in range(2)]
+        templates = [future.result(timeout=30) for future in futures]
+
+    assert calls.read_text().splitlines() == ["called"]
+    assert sorted(template.reused for template in templates) == [False, True]
+    assert templates[0].name == templates[1].name
