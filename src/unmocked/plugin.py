@@ -29,7 +29,7 @@ from _pytest.outcomes import Failed
 from unmocked.errors import UnmockedError
 from unmocked.isolation import RollbackConnection
 from unmocked.servers import Server
-from unmocked.session import UnmockedSession
+from unmocked.session import Counters, UnmockedSession
 from unmocked.settings import OPTIONS, Settings
 
 if TYPE_CHECKING:
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
 SESSION_KEY = pytest.StashKey[UnmockedSession]()
 WORKER_INPUT_KEY = "unmocked_server"
+WORKER_OUTPUT_KEY = "unmocked_counters"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -81,6 +82,22 @@ def pytest_configure_node(node: Any) -> None:
     except UnmockedError as error:
         raise pytest.UsageError(str(error)) from None
     node.workerinput[WORKER_INPUT_KEY] = _server_to_json(server)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """xdist controller: add a finished worker's counters to the run's summary."""
+    report = getattr(node, "workeroutput", {}).get(WORKER_OUTPUT_KEY)
+    if report:
+        node.config.stash[SESSION_KEY].counters.merge(Counters.from_json(report))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """xdist worker: hand this worker's counters to the controller (sent after this hook)."""
+    worker_output = getattr(session.config, "workeroutput", None)
+    if worker_output is not None:
+        worker_output[WORKER_OUTPUT_KEY] = session.config.stash[SESSION_KEY].counters.to_json()
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:

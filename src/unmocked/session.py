@@ -8,7 +8,9 @@ one server and one template but never a database.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import json
 import time
 import warnings
 from collections.abc import Iterator
@@ -29,12 +31,37 @@ from unmocked.urls import with_database
 
 @dataclass
 class Counters:
-    """What the session did, for the one-line summary."""
+    """What the session did, for the one-line summary; xdist workers' counters are merged."""
 
     rollback_tests: int = 0
     fresh_databases: int = 0
     database_seconds: float = 0.0
     rebuilt_after_escape: list[str] = field(default_factory=list)
+    template_fingerprint: str | None = None
+    template_build_seconds: float | None = None
+    """None while the template was only reused."""
+
+    def note_template(self, template: Template) -> None:
+        self.template_fingerprint = template.fingerprint
+        if not template.reused:
+            self.template_build_seconds = template.seconds
+
+    def merge(self, other: Counters) -> None:
+        """Add another process's counters (an xdist worker's) to these."""
+        self.rollback_tests += other.rollback_tests
+        self.fresh_databases += other.fresh_databases
+        self.database_seconds += other.database_seconds
+        self.rebuilt_after_escape += other.rebuilt_after_escape
+        self.template_fingerprint = self.template_fingerprint or other.template_fingerprint
+        if other.template_build_seconds is not None:
+            self.template_build_seconds = other.template_build_seconds
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> Counters:
+        return cls(**json.loads(text))
 
 
 class UnmockedSession:
@@ -87,6 +114,7 @@ class UnmockedSession:
                 self._template = ensure_template(
                     self.admin, self.server.url, source, self.server.major, self.run_id
                 )
+                self.counters.note_template(self._template)
             except Exception as error:
                 self._template_error = error
                 raise
@@ -177,10 +205,11 @@ class UnmockedSession:
     def summary(self) -> str:
         """One line for the end of a run: server, template, what the tests used."""
         parts = [f"unmocked: {self.server.describe()}"]
-        if self._template is not None:
-            how = "reused" if self._template.reused else f"built in {self._template.seconds:.2f} s"
-            parts.append(f"template {self._template.fingerprint[:6]} {how}")
         counters = self.counters
+        if counters.template_fingerprint is not None:
+            built = counters.template_build_seconds
+            how = "reused" if built is None else f"built in {built:.2f} s"
+            parts.append(f"template {counters.template_fingerprint[:6]} {how}")
         if counters.rollback_tests or counters.fresh_databases:
             parts.append(
                 f"{counters.rollback_tests} rollback tests, {counters.fresh_databases} fresh "
