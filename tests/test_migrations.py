@@ -400,11 +400,6 @@ def test_runtime_error_reports_the_line_where_the_failing_statement_starts(
     assert message.startswith("migrations/002_ratios.sql, line 9: division by zero (PostgreSQL).")
 
 
-@pytest.mark.xfail(
-    reason="a runtime error is reported at the first comment before the failing statement "
-    "(or at the line of the previous statement, when a comment trails it), not at the statement",
-    strict=True,
-)
 @pytest.mark.parametrize(
     "script",
     [
@@ -556,11 +551,6 @@ def test_split_leaves_out_parts_with_only_whitespace_and_comments() -> None:
     assert statements_of(script) == ["SELECT 1"]
 
 
-@pytest.mark.xfail(
-    reason="_has_code strips block comments with a non-nesting regex, so a part holding only a "
-    "nested block comment is kept as a statement",
-    strict=True,
-)
 def test_split_leaves_out_parts_with_only_a_nested_block_comment() -> None:
     script = "SELECT 1;\n/* outer /* inner */ still comment */\n"
 

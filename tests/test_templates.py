@@ -99,7 +99,9 @@ def users_template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[S
 
     Its first build is returned as it was, so ``reused`` tells whether that call built it.
     """
-    source = sql_source(tmp_path_factory.mktemp("users") / "migrations", "CREATE TABLE users ();")
+    source = sql_source(
+        tmp_path_factory.mktemp("users") / "migrations", "CREATE TABLE users (id int);"
+    )
     lease = ownership.Lease(ADMIN_URL, ownership.new_run_id())
     with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
         major = admin.info.server_version // 10000
@@ -207,12 +209,9 @@ def test_template_is_marked_as_template_and_refuses_connections(
 
 
 def test_database_cloned_from_the_template_has_the_migrated_schema(
-    admin: AdminConnection,
-    run_id: str,
-    tmp_path: Path,
-    ensure: Callable[[MigrationSource], Template],
+    admin: AdminConnection, run_id: str, users_template: tuple[SqlFiles, Template]
 ) -> None:
-    template = ensure(sql_source(tmp_path / "migrations", "CREATE TABLE users (id int);"))
+    _, template = users_template
     clone = f"{ownership.PREFIX}test_{run_id}_clone"
 
     ownership.create_database(admin, clone, Owner("fresh", run=run_id), template.name, None)
@@ -225,7 +224,10 @@ def test_database_cloned_from_the_template_has_the_migrated_schema(
 
 
 def test_failed_migration_leaves_neither_the_template_nor_the_build_database(
-    admin: AdminConnection, tmp_path: Path, ensure: Callable[[MigrationSource], Template]
+    admin: AdminConnection,
+    major: int,
+    tmp_path: Path,
+    ensure: Callable[[MigrationSource], Template],
 ) -> None:
     source = sql_source(tmp_path / "migrations", "CREATE TABLE users (id int);\nCREATE TABL x;")
 
@@ -233,7 +235,7 @@ def test_failed_migration_leaves_neither_the_template_nor_the_build_database(
         ensure(source)
 
     # Both the template and the build database carry the fingerprint in their name.
-    fingerprint = template_fingerprint(source, admin.info.server_version // 10000)
+    fingerprint = template_fingerprint(source, major)
     assert databases_named(admin, f"unmocked%{fingerprint[:16]}%") == []
 
 

@@ -24,6 +24,7 @@ COMMENT_TAG = "unmocked:"
 # First key of the two-int advisory locks unmocked takes; the second is a run or a fingerprint.
 LEASE_LOCK_CLASS = 0x756E6D6B  # "unmk"
 TEMPLATE_LOCK_CLASS = 0x756E7470  # "untp"
+GC_LOCK_CLASS = 0x756E6763  # "ungc"
 
 AdminConnection = psycopg.Connection[tuple[object, ...]]
 
@@ -68,7 +69,7 @@ def create_database(
 ) -> None:
     """``CREATE DATABASE name TEMPLATE template`` and record ``owner`` on it."""
     if not name.startswith(PREFIX):
-        raise ValueError(f"unmocked creates only databases named {PREFIX}*, not {name!r}")
+        raise DatabaseError(f"unmocked creates only databases named {PREFIX}*, not {name!r}")
     statement = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
         sql.Identifier(name), sql.Identifier(template)
     )
@@ -102,20 +103,48 @@ def owner_of(conn: AdminConnection, name: str) -> Owner | None:
 
 
 def drop_database(conn: AdminConnection, name: str) -> None:
-    """Drop one of our databases, closing connections to it; refuse any other database."""
-    if owner_of(conn, name) is None:
-        return
-    conn.execute(
-        sql.SQL("ALTER DATABASE {} WITH IS_TEMPLATE false ALLOW_CONNECTIONS false").format(
-            sql.Identifier(name)
-        )
-    )
-    conn.execute(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-        "WHERE datname = %s AND pid <> pg_backend_pid()",
+    """Drop one of our databases, closing connections to it; refuse any other database.
+
+    Safe against another process dropping the same database at the same moment.
+    """
+    row = conn.execute(
+        "SELECT shobj_description(oid, 'pg_database'), datistemplate FROM pg_database "
+        "WHERE datname = %s",
         (name,),
-    )
-    conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+    ).fetchone()
+    if not name.startswith(PREFIX) or row is None or Owner.parse(_text(row[0])) is None:
+        return
+    identifier = sql.Identifier(name)
+    try:
+        if row[1]:  # PostgreSQL refuses to drop a database marked as a template
+            conn.execute(sql.SQL("ALTER DATABASE {} WITH IS_TEMPLATE false").format(identifier))
+        if conn.info.server_version >= 130000:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(identifier))
+        else:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = %s AND pid <> pg_backend_pid()",
+                (name,),
+            )
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(identifier))
+    except (
+        psycopg.errors.InvalidCatalogName,
+        psycopg.errors.ObjectNotInPrerequisiteState,
+        psycopg.errors.InternalError,
+    ):
+        # Someone else is dropping it right now ("invalid database", "tuple concurrently
+        # updated"); it is going away either way.
+        if owner_of(conn, name) is not None and _exists(conn, name):
+            raise
+
+
+def _text(value: object) -> str | None:
+    return str(value) if value else None
+
+
+def _exists(conn: AdminConnection, name: str) -> bool:
+    row = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+    return row is not None
 
 
 class Lease:
@@ -156,10 +185,19 @@ def our_databases(conn: AdminConnection) -> list[tuple[str, Owner]]:
 
 
 def collect_abandoned(conn: AdminConnection) -> list[str]:
-    """Drop databases left by runs that are no longer alive; return their names."""
-    dropped = []
-    for name, owner in our_databases(conn):
-        if owner.kind != "template" and owner.run and not run_is_alive(conn, owner.run):
-            drop_database(conn, name)
-            dropped.append(name)
-    return dropped
+    """Drop databases left by runs that are no longer alive; return their names.
+
+    One collector at a time per server: collectors that start together (xdist workers) wait for
+    each other, and each finds only what the ones before it left.
+    """
+    lock = (GC_LOCK_CLASS, 0)
+    conn.execute("SELECT pg_advisory_lock(%s, %s)", lock)
+    try:
+        dropped = []
+        for name, owner in our_databases(conn):
+            if owner.kind != "template" and owner.run and not run_is_alive(conn, owner.run):
+                drop_database(conn, name)
+                dropped.append(name)
+        return dropped
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s, %s)", lock)

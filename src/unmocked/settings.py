@@ -71,18 +71,23 @@ class Settings:
 
     @classmethod
     def from_values(
-        cls, values: Mapping[str, str | None], env: Mapping[str, str], root_dir: Path
+        cls,
+        flags: Mapping[str, str | None],
+        env: Mapping[str, str],
+        root_dir: Path,
+        ini: Mapping[str, str | None] | None = None,
     ) -> Settings:
-        """Build settings from raw ini/flag ``values`` (keyed by ini name) and the environment.
+        """Build settings from command-line ``flags``, the environment and ``ini`` values.
 
-        A flag or ini value given in ``values`` wins over the environment only when it is set.
+        Both mappings are keyed by ini name. The first one set wins: a flag, then the environment
+        (so CI can override a project's ini file), then the ini file.
         """
 
         def pick(ini_key: str, env_key: str) -> str:
-            given = values.get(ini_key)
-            if given not in (None, ""):
-                return str(given).strip()
-            return env.get(env_key, "").strip()
+            for given in (flags.get(ini_key), env.get(env_key), (ini or {}).get(ini_key)):
+                if given is not None and str(given).strip():
+                    return str(given).strip()
+            return ""
 
         raw_version = pick("unmocked_pg_version", "UNMOCKED_PG_VERSION")
         try:

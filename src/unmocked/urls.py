@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import re
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 _PASSWORD_IN_URL = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
-_PASSWORD_IN_DSN = re.compile(r"(password\s*=\s*)('[^']*'|\S+)", re.IGNORECASE)
+_PASSWORD_IN_DSN = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
 
 
 def redact(text: str) -> str:
@@ -22,7 +22,7 @@ def with_database(url: str, database: str) -> str:
 
 def database_of(url: str) -> str:
     """Return the database a URL names (``postgres`` when it names none, as libpq would not)."""
-    path = urlsplit(url).path.lstrip("/")
+    path = unquote(urlsplit(url).path.lstrip("/"))
     return path or "postgres"
 
 

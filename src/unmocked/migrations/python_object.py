@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import sys
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -131,15 +132,13 @@ class PythonCallable:
 
 def _innermost_user_frame(error: BaseException) -> str:
     """`` at path/file.py, line N`` for the deepest frame outside libraries, if there is one."""
-    frames = (
-        [
-            frame
-            for frame in inspect.getinnerframes(error.__traceback__, context=0)
-            if "site-packages" not in frame.filename and "/unmocked/" not in frame.filename
-        ]
-        if error.__traceback__
-        else []
-    )
+    ours = str(Path(__file__).resolve().parent.parent)
+    frames = [
+        frame
+        for frame in traceback.extract_tb(error.__traceback__)
+        if "site-packages" not in frame.filename
+        and not str(Path(frame.filename).resolve()).startswith(ours)
+    ]
     if not frames:
         return ""
     return f" at {frames[-1].filename}, line {frames[-1].lineno}"

@@ -14,7 +14,7 @@ import psycopg
 
 from unmocked.errors import MigrationError
 from unmocked.migrations import digest
-from unmocked.migrations.sql_statements import line_of_offset, split_statements
+from unmocked.migrations.sql_statements import code_start, line_of_offset, split_statements
 
 
 class SqlFiles:
@@ -75,7 +75,7 @@ class SqlFiles:
                             conn.execute(statement.encode())
                     except psycopg.Error as replayed:
                         inner = replayed.diag.statement_position
-                        start = offset + (int(inner) - 1 if inner else _leading_space(statement))
+                        start = offset + (int(inner) - 1 if inner else code_start(statement))
                         return line_of_offset(script, start)
         except psycopg.Error:
             pass
@@ -91,10 +91,6 @@ class SqlFiles:
             )
         except ValueError:
             return str(path)
-
-
-def _leading_space(statement: str) -> int:
-    return len(statement) - len(statement.lstrip())
 
 
 def _message_of(error: psycopg.Error) -> str:

@@ -48,15 +48,26 @@ def split_statements(script: str) -> list[tuple[int, str]]:
     return statements
 
 
+def code_start(text: str) -> int:
+    """Offset of the first character of ``text`` that is neither white space nor a comment."""
+    index = 0
+    while index < len(text):
+        if text[index].isspace():
+            index += 1
+        elif text.startswith("--", index):
+            newline = text.find("\n", index)
+            index = len(text) if newline < 0 else newline + 1
+        elif text.startswith("/*", index):
+            index = _skip_block_comment(text, index)
+        else:
+            return index
+    return index
+
+
 def _keep(statements: list[tuple[int, str]], script: str, start: int, end: int) -> None:
     text = script[start:end]
-    if _has_code(text):
+    if code_start(text) < len(text):
         statements.append((start, text))
-
-
-def _has_code(text: str) -> bool:
-    without_comments = re.sub(r"--[^\n]*|/\*.*?\*/", "", text, flags=re.DOTALL)
-    return bool(without_comments.strip())
 
 
 def _skip_block_comment(script: str, index: int) -> int:
