@@ -7,14 +7,32 @@ skipped with the reason, never faked.
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 
+from unmocked import ownership
 from unmocked.servers import binaries
+
+# pytester's in-process runs forget every module first imported inside them, and SQLAlchemy's
+# compiled parts (and the SQL compilers Alembic registers on its classes) do not survive a second
+# import. Import what the users' projects in these tests use once, here.
+for _module in (
+    "sqlalchemy.orm",
+    "sqlalchemy.ext.asyncio",
+    "sqlalchemy.dialects.postgresql.psycopg",
+    "factory.alchemy",
+    "alembic.autogenerate",
+    "alembic.command",
+    "sqlmodel",
+):
+    if importlib.util.find_spec(_module.partition(".")[0]) is not None:
+        importlib.import_module(_module)
 
 RUNNING_SERVER_URL = os.environ.get(
     "UNMOCKED_TEST_SERVER_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -27,6 +45,24 @@ def _server_answers(url: str) -> bool:
     except psycopg.Error:
         return False
     return True
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_templates_left_on_the_running_server() -> Iterator[None]:
+    """Our tests make templates with fingerprints of their own; drop those on the shared server.
+
+    (Clusters the embedded and local providers start live in the session's temporary cache.)
+    """
+    if not _server_answers(RUNNING_SERVER_URL):
+        yield
+        return
+    with psycopg.connect(RUNNING_SERVER_URL, autocommit=True) as conn:
+        before = {name for name, _ in ownership.our_databases(conn)}
+    yield
+    with psycopg.connect(RUNNING_SERVER_URL, autocommit=True) as conn:
+        for name, owner in ownership.our_databases(conn):
+            if owner.kind == "template" and name not in before:
+                ownership.drop_database(conn, name)
 
 
 @pytest.fixture(scope="session")

@@ -56,11 +56,16 @@ def load(spec: str, root_dir: Path) -> MigrationSource:
     """Turn the ``unmocked_migrations`` setting into a source.
 
     ``""`` is an empty database; a path (relative to ``root_dir``) to a directory is a folder of
-    ``.sql`` files; ``module:attribute`` is a SQLAlchemy ``MetaData`` or a callable.
+    ``.sql`` files; ``alembic:path/to/alembic.ini`` is an Alembic project; ``module:attribute`` is a
+    SQLAlchemy ``MetaData`` or a callable.
     """
     spec = spec.strip()
     if not spec:
         return NoMigrations()
+    if spec.startswith("alembic:"):
+        from unmocked.migrations.alembic import load_alembic
+
+        return load_alembic(spec, root_dir)
     path = (root_dir / spec).resolve()
     if path.is_dir():
         from unmocked.migrations.sql_files import SqlFiles
