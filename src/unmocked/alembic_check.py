@@ -164,9 +164,8 @@ def _empty_database_beside(url: str) -> Iterator[str]:
                 f"and {database_of(url)!r} is not one. Pass the pg_url fixture's URL."
             )
         name = f"{ownership.PREFIX}{owner.run}_check_{secrets.token_hex(3)}"
-        major = conn.info.server_version // 10000
         ownership.create_database(
-            conn, name, Owner("fresh", run=owner.run), "template0", clone_strategy(major)
+            conn, name, Owner("fresh", run=owner.run), "template0", clone_strategy(conn)
         )
         try:
             yield with_database(url, name)
