@@ -137,7 +137,7 @@ def test_rollback_by_the_code_under_test_undoes_only_its_unit_of_work(
 @ONE_PROVIDER
 def test_factories_work_in_async_tests(factory_project: pytest.Pytester) -> None:
     factory_project.makepyfile(
-        test_async="""
+        test_factories_in_async_code="""
         import pytest
         from factories import OrderFactory
 

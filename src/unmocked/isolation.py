@@ -6,6 +6,10 @@ work (back to that savepoint), ``with conn.transaction():`` nests as usual and a
 leaves the connection usable. A ``commit()`` also checks DEFERRABLE INITIALLY DEFERRED constraints,
 as a real COMMIT would, and fails the same way when they are violated.
 
+The same rules hold for psycopg's sync :class:`RollbackConnection` and its asyncio twin
+:class:`AsyncRollbackConnection`: psycopg builds both classes' ``commit()`` and ``rollback()`` from
+the same generators, which :class:`UnitOfWork` overrides once for both.
+
 What one outer transaction cannot keep: ``now()`` stays at the test's start, sequences do not roll
 back, and a raw ``COMMIT``/``ROLLBACK`` statement ends the outer transaction (unmocked notices and
 rebuilds the database, so the next test is still isolated). Tests that need any of that ask for a
@@ -14,12 +18,14 @@ fresh database instead (the ``pg_url`` fixture).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
+import asyncio
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any, TypeVar
 
 import psycopg
-from psycopg import generators
+from psycopg import generators, waiting
 from psycopg.abc import PQGen
 from psycopg.pq import ExecStatus, TransactionStatus
 
@@ -45,30 +51,136 @@ RESET_SESSION = (
     b"SET SESSION AUTHORIZATION DEFAULT; RESET ALL"
 )
 
+T = TypeVar("T")
+
 
 class OuterTransactionLost(Exception):
     """The test ended the outer transaction itself, so its effects may have been committed."""
 
 
-class RollbackConnection(psycopg.Connection[Any]):
-    """A psycopg connection whose commits and rollbacks stay inside a test's outer transaction."""
+class UnitOfWork(psycopg.BaseConnection[Any]):
+    """The unit-of-work rules both rollback connections share (a mixin; it connects nothing).
+
+    A test is begun and ended with blocking calls, between tests and outside any event loop: the
+    statements are tiny, and it lets one asyncio connection serve every test's own event loop.
+    """
+
+    @classmethod
+    def open(cls: type[T], url: str) -> T:
+        """Connect to ``url`` without an event loop; each class says how."""
+        raise NotImplementedError
+
+    def disconnect(self) -> None:
+        """Close the connection without an event loop; each class says how."""
+        raise NotImplementedError
+
+    # Set once the test is seen to have ended the outer transaction itself.
+    _outer_transaction_lost = False
 
     def begin_test(self) -> None:
         """Open the outer transaction and the first unit of work."""
-        self.wait(self._script(b"BEGIN; SAVEPOINT " + UNIT_OF_WORK))
+        self._outer_transaction_lost = False
+        self._wait_blocking(self._script(b"BEGIN; SAVEPOINT " + UNIT_OF_WORK))
 
     def end_test(self) -> None:
         """Roll everything back and clear session state; raise if the test escaped the transaction.
 
         Raises :class:`OuterTransactionLost` when the outer transaction was ended by the test
-        (a raw ``COMMIT``): the caller must then treat the database as dirty.
+        (a raw ``COMMIT``, perhaps followed by more statements in a new transaction, perhaps by
+        closing the connection): the caller must then treat the database as dirty.
         """
-        escaped = self.pgconn.transaction_status == TransactionStatus.IDLE
-        self.wait(self._script(b"ROLLBACK"))
-        self.wait(self._script(RESET_SESSION))
+        lost = self._outer_transaction_ended()
+        try:
+            if not lost:
+                lost = not self._unit_of_work_rolled_back()
+            self._wait_blocking(self._script(b"ROLLBACK; " + RESET_SESSION))
+        except psycopg.Error:
+            if not lost:
+                raise
         self._prepared.clear()
-        if escaped:
+        if lost:
             raise OuterTransactionLost()
+
+    def _unit_of_work_rolled_back(self) -> bool:
+        """Roll back to the unit of work's savepoint; False when it is gone with its transaction."""
+        try:
+            self._wait_blocking(self._on_unit_of_work(b"ROLLBACK TO SAVEPOINT "))
+        except psycopg.errors.InvalidSavepointSpecification:
+            return False
+        return True
+
+    def _outer_transaction_ended(self) -> bool:
+        if self.pgconn.transaction_status == TransactionStatus.IDLE:
+            self._outer_transaction_lost = True
+        return self._outer_transaction_lost
+
+    def _commit_gen(self) -> PQGen[None]:
+        # Keep psycopg's own checks (inside transaction(), two-phase) before ours.
+        if self._num_transactions or self._tpc:
+            yield from super()._commit_gen()
+        if self._outer_transaction_ended():
+            raise psycopg.ProgrammingError(
+                "commit() after the test ended unmocked's outer transaction itself (a raw COMMIT "
+                "or ROLLBACK statement): unmocked cannot keep this work from other tests. Use "
+                "the pg_url fixture for tests that must really commit."
+            )
+        if self.pgconn.transaction_status == TransactionStatus.INERROR:
+            # As COMMIT does in a failed transaction: the work is rolled back, no error raised.
+            yield from self._on_unit_of_work(b"ROLLBACK TO SAVEPOINT ")
+            return
+        try:
+            yield from self._exec_command(CHECK_DEFERRED_CONSTRAINTS)
+        except psycopg.Error:
+            # A failed COMMIT leaves nothing of the transaction behind; neither do we.
+            yield from self._on_unit_of_work(b"ROLLBACK TO SAVEPOINT ")
+            raise
+        yield from self._on_unit_of_work(b"RELEASE SAVEPOINT ")
+        yield from self._exec_command(b"SAVEPOINT " + UNIT_OF_WORK)
+
+    def _rollback_gen(self) -> PQGen[None]:
+        if self._num_transactions or self._tpc:
+            yield from super()._rollback_gen()
+        lost = self._outer_transaction_ended()
+        if not lost:
+            try:
+                yield from self._on_unit_of_work(b"ROLLBACK TO SAVEPOINT ")
+            except psycopg.errors.InvalidSavepointSpecification:
+                lost = True
+        if lost and self.pgconn.transaction_status != TransactionStatus.IDLE:
+            # After the test's raw COMMIT, psycopg began a transaction of its own: end that one.
+            yield from self._exec_command(b"ROLLBACK")
+        self._prepared.clear()
+
+    def _on_unit_of_work(self, command: bytes) -> PQGen[None]:
+        """Run ``command`` on the unit of work's savepoint; note when it is gone with the test's
+        outer transaction (a raw COMMIT, then statements in a transaction of psycopg's own)."""
+        try:
+            yield from self._exec_command(command + UNIT_OF_WORK)
+        except psycopg.errors.InvalidSavepointSpecification:
+            self._outer_transaction_lost = True
+            raise
+
+    def _script(self, script: bytes) -> PQGen[None]:
+        """Send several statements in one round trip (simple query protocol)."""
+        self.pgconn.send_query(script)
+        results = yield from generators.execute(self.pgconn)
+        for result in results:
+            if result.status == ExecStatus.FATAL_ERROR:
+                raise psycopg.errors.error_from_result(result, encoding=self.pgconn._encoding)
+
+    def _wait_blocking(self, gen: PQGen[None]) -> None:
+        waiting.wait(gen, self.pgconn.socket)
+
+
+class RollbackConnection(UnitOfWork, psycopg.Connection[Any]):
+    """A psycopg connection whose commits and rollbacks stay inside a test's outer transaction."""
+
+    @classmethod
+    def open(cls, url: str) -> RollbackConnection:
+        return cls.connect(url)
+
+    def disconnect(self) -> None:
+        self.close()
 
     @contextmanager
     def transaction(
@@ -81,33 +193,45 @@ class RollbackConnection(psycopg.Connection[Any]):
         if outermost and not force_rollback:
             self.commit()
 
-    def _commit_gen(self) -> PQGen[None]:
-        # Keep psycopg's own checks (inside transaction(), two-phase) before ours.
-        if self._num_transactions or self._tpc:
-            yield from super()._commit_gen()
-        if self.pgconn.transaction_status == TransactionStatus.INERROR:
-            # As COMMIT does in a failed transaction: the work is rolled back, no error raised.
-            yield from self._exec_command(b"ROLLBACK TO SAVEPOINT " + UNIT_OF_WORK)
-            return
-        try:
-            yield from self._exec_command(CHECK_DEFERRED_CONSTRAINTS)
-        except psycopg.Error:
-            # A failed COMMIT leaves nothing of the transaction behind; neither do we.
-            yield from self._exec_command(b"ROLLBACK TO SAVEPOINT " + UNIT_OF_WORK)
-            raise
-        yield from self._exec_command(b"RELEASE SAVEPOINT " + UNIT_OF_WORK)
-        yield from self._exec_command(b"SAVEPOINT " + UNIT_OF_WORK)
 
-    def _rollback_gen(self) -> PQGen[None]:
-        if self._num_transactions or self._tpc:
-            yield from super()._rollback_gen()
-        yield from self._exec_command(b"ROLLBACK TO SAVEPOINT " + UNIT_OF_WORK)
-        self._prepared.clear()
+class AsyncRollbackConnection(UnitOfWork, psycopg.AsyncConnection[Any]):
+    """The asyncio twin of :class:`RollbackConnection`, with the same guarantees.
 
-    def _script(self, script: bytes) -> PQGen[None]:
-        """Send several statements in one round trip (simple query protocol)."""
-        self.pgconn.send_query(script)
-        results = yield from generators.execute(self.pgconn)
-        for result in results:
-            if result.status == ExecStatus.FATAL_ERROR:
-                raise psycopg.errors.error_from_result(result, encoding=self.pgconn._encoding)
+    One connection serves the tests of a whole process, whatever event loop each test runs in:
+    psycopg waits on the socket in whichever loop is running, and the one piece of state bound to
+    a loop, the connection's lock, is replaced when a test begins.
+    """
+
+    @classmethod
+    def open(cls, url: str) -> AsyncRollbackConnection:
+        return _run_without_loop(cls.connect(url))
+
+    def disconnect(self) -> None:
+        _run_without_loop(self.close())
+
+    def begin_test(self) -> None:
+        # An asyncio.Lock binds to the loop of the first task that waits on it; a test's loop is
+        # gone when the next test starts.
+        self.lock = asyncio.Lock()
+        super().begin_test()
+
+    @asynccontextmanager
+    async def transaction(
+        self, savepoint_name: str | None = None, force_rollback: bool = False
+    ) -> AsyncIterator[psycopg.AsyncTransaction]:
+        """As psycopg's, and the outermost block commits on success, as it would in production."""
+        outermost = not self._num_transactions
+        async with super().transaction(savepoint_name, force_rollback) as transaction:
+            yield transaction
+        if outermost and not force_rollback:
+            await self.commit()
+
+
+def _run_without_loop(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run ``coroutine`` on a private loop in a private thread.
+
+    Unlike ``asyncio.run`` here, this neither unsets this thread's current event loop (which
+    pytest-asyncio and anyio manage) nor fails when a loop is already running in this thread.
+    """
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="unmocked") as executor:
+        return executor.submit(asyncio.run, coroutine).result()

@@ -9,6 +9,7 @@ one server and one template but never a database.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import json
 import time
@@ -16,17 +17,26 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from types import TracebackType
+from typing import TypeVar
 
 import psycopg
 
 from unmocked import migrations, ownership
-from unmocked.isolation import OuterTransactionLost, RollbackConnection
+from unmocked.errors import ConfigurationError
+from unmocked.isolation import (
+    AsyncRollbackConnection,
+    OuterTransactionLost,
+    RollbackConnection,
+    UnitOfWork,
+)
 from unmocked.ownership import AdminConnection, Owner
+from unmocked.resources import Closeable
 from unmocked.servers import RunningServer, Server, start
 from unmocked.settings import Settings
 from unmocked.templates import Template, clone_strategy, ensure_template
 from unmocked.urls import with_database
+
+C = TypeVar("C", bound=UnitOfWork)
 
 
 @dataclass
@@ -64,7 +74,7 @@ class Counters:
         return cls(**json.loads(text))
 
 
-class UnmockedSession:
+class UnmockedSession(Closeable):
     """Server, template and databases for one process; a context manager."""
 
     def __init__(self, settings: Settings, attach_to: Server | None = None) -> None:
@@ -77,8 +87,9 @@ class UnmockedSession:
         self._lease: ownership.Lease | None = None
         self._template: Template | None = None
         self._template_error: Exception | None = None
+        self._source: migrations.MigrationSource | None = None
         self._rollback_database: str | None = None
-        self._rollback_connection: RollbackConnection | None = None
+        self._rollback_connections: dict[type[UnitOfWork], UnitOfWork] = {}
         self._names = itertools.count(1)
 
     # -- the server ---------------------------------------------------------------------------
@@ -104,12 +115,28 @@ class UnmockedSession:
 
     # -- the template -------------------------------------------------------------------------
 
+    def use_migrations(self, source: migrations.MigrationSource) -> None:
+        """Build the template from ``source`` instead of the ``unmocked_migrations`` setting.
+
+        For frameworks that own the schema (Django's ``migrate``). Call it before any database is
+        asked for: every database is cut from the one template, so it cannot change afterwards.
+        """
+        if self._template is not None or self._template_error is not None:
+            raise ConfigurationError(
+                f"cannot build the template from {source.describe()}: it was already built from "
+                f"{self.settings.migrations or 'no migrations'!r}. Choose the source before the "
+                "first database is asked for."
+            )
+        self._source = source
+
     def template(self) -> Template:
         """The migrated template, built once per fingerprint; a failure is kept and re-raised."""
         if self._template_error is not None:
             raise self._template_error
         if self._template is None:
-            source = migrations.load(self.settings.migrations, self.settings.root_dir)
+            source = self._source or migrations.load(
+                self.settings.migrations, self.settings.root_dir
+            )
             try:
                 self._template = ensure_template(
                     self.admin, self.server.url, source, self.server.major, self.run_id
@@ -122,6 +149,10 @@ class UnmockedSession:
 
     # -- databases ----------------------------------------------------------------------------
 
+    @functools.cached_property
+    def _clone_strategy(self) -> str | None:
+        return clone_strategy(self.admin)
+
     def _clone(self, kind: str) -> str:
         started = time.perf_counter()
         name = f"{ownership.PREFIX}{self.run_id}_{kind}_{next(self._names)}"
@@ -130,7 +161,7 @@ class UnmockedSession:
             name,
             Owner(kind, run=self.run_id),
             self.template().name,
-            clone_strategy(self.server.major),
+            self._clone_strategy,
         )
         self.counters.database_seconds += time.perf_counter() - started
         return name
@@ -150,20 +181,46 @@ class UnmockedSession:
         finally:
             self._drop(name)
 
-    def rollback_connection(self) -> RollbackConnection:
-        """The one connection rollback tests share, to a database of this session's own."""
+    def rollback_database_url(self) -> str:
+        """URL of the database rollback tests share in this process (cloned on first use).
+
+        For drivers unmocked does not drive itself (asyncpg): their own connection to it must run
+        each test inside a transaction that is rolled back afterwards.
+        """
         if self._rollback_database is None:
             self._rollback_database = self._clone("rollback")
-        conn = self._rollback_connection
-        if conn is None or conn.closed or conn.broken:
-            url = with_database(self.server.url, self._rollback_database)
-            conn = self._rollback_connection = RollbackConnection.connect(url)
-        return conn
+        return with_database(self.server.url, self._rollback_database)
+
+    def rollback_connection(self) -> RollbackConnection:
+        """The one connection rollback tests share, to a database of this session's own."""
+        return self._rollback_connection(RollbackConnection)
 
     @contextmanager
     def rolled_back(self, test_name: str = "") -> Iterator[RollbackConnection]:
         """Yield the shared connection inside an outer transaction that is rolled back after."""
-        conn = self.rollback_connection()
+        with self._rolled_back(RollbackConnection, test_name) as conn:
+            yield conn
+
+    @contextmanager
+    def async_rolled_back(self, test_name: str = "") -> Iterator[AsyncRollbackConnection]:
+        """As :meth:`rolled_back`, with a psycopg ``AsyncConnection`` for the test to await on.
+
+        Begun and ended with blocking calls, so it works outside of an event loop and one
+        connection serves every test's loop.
+        """
+        with self._rolled_back(AsyncRollbackConnection, test_name) as conn:
+            yield conn
+
+    def _rollback_connection(self, kind: type[C]) -> C:
+        url = self.rollback_database_url()
+        conn = self._rollback_connections.get(kind)
+        if not isinstance(conn, kind) or conn.closed or conn.broken:
+            conn = self._rollback_connections[kind] = kind.open(url)
+        return conn
+
+    @contextmanager
+    def _rolled_back(self, kind: type[C], test_name: str) -> Iterator[C]:
+        conn = self._rollback_connection(kind)
         conn.begin_test()
         self.counters.rollback_tests += 1
         try:
@@ -171,7 +228,7 @@ class UnmockedSession:
         finally:
             self._end_rollback_test(conn, test_name)
 
-    def _end_rollback_test(self, conn: RollbackConnection, test_name: str) -> None:
+    def _end_rollback_test(self, conn: UnitOfWork, test_name: str) -> None:
         try:
             conn.end_test()
             return
@@ -180,20 +237,34 @@ class UnmockedSession:
         except psycopg.Error:
             # The test closed or broke the connection; the server rolled its transaction back.
             escaped = False
-        conn.close()
-        self._rollback_connection = None
+        conn.disconnect()
+        del self._rollback_connections[type(conn)]
         if escaped:
-            self.counters.rebuilt_after_escape.append(test_name)
-            warnings.warn(
-                f"{test_name or 'a test'} ended unmocked's outer transaction itself (a raw COMMIT "
-                "or ROLLBACK statement), so its writes may have been committed. unmocked rebuilt "
-                "the database so no other test sees them; use the pg_url fixture for tests that "
-                "must really commit.",
-                stacklevel=2,
-            )
-            assert self._rollback_database is not None
+            self.discard_rollback_database(test_name)
+
+    def discard_rollback_database(self, test_name: str) -> None:
+        """Drop the rollback database after ``test_name`` ended its outer transaction itself.
+
+        Its writes may have been committed, so no other test may see that database: the next
+        rollback test gets a new clone. Warns, naming the test.
+        """
+        self.counters.rebuilt_after_escape.append(test_name)
+        warnings.warn(
+            f"{test_name or 'a test'} ended unmocked's outer transaction itself (a raw COMMIT "
+            "or ROLLBACK statement), so its writes may have been committed. unmocked rebuilt "
+            "the database so no other test sees them; use the pg_url fixture for tests that "
+            "must really commit.",
+            stacklevel=2,
+        )
+        self._disconnect_rollback_connections()
+        if self._rollback_database is not None:
             self._drop(self._rollback_database)
             self._rollback_database = None
+
+    def _disconnect_rollback_connections(self) -> None:
+        for conn in self._rollback_connections.values():
+            conn.disconnect()
+        self._rollback_connections.clear()
 
     # -- reporting ----------------------------------------------------------------------------
 
@@ -221,9 +292,7 @@ class UnmockedSession:
 
     def close(self) -> None:
         """Drop this session's databases, release its lease, stop a server it started."""
-        if self._rollback_connection is not None:
-            self._rollback_connection.close()
-            self._rollback_connection = None
+        self._disconnect_rollback_connections()
         if self._admin is not None:
             if self._rollback_database is not None:
                 self._drop(self._rollback_database)
@@ -236,14 +305,3 @@ class UnmockedSession:
         if self._running is not None:
             self._running.close()
             self._running = None
-
-    def __enter__(self) -> UnmockedSession:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()

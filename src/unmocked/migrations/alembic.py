@@ -29,7 +29,6 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -37,6 +36,7 @@ import psycopg
 from unmocked.errors import ConfigurationError, MigrationError
 from unmocked.migrations import digest
 from unmocked.migrations.sql_files import _message_of
+from unmocked.resources import Closeable
 from unmocked.urls import redact, with_driver
 
 if TYPE_CHECKING:
@@ -150,7 +150,7 @@ def _has_user_objects(url: str) -> bool:
     return bool(row and row[0])
 
 
-class AlembicCommands:
+class AlembicCommands(Closeable):
     """Alembic commands against one database, each run as the ``alembic`` command would run it.
 
     A context manager: it owns the engine behind ``config.attributes["connection"]``. With
@@ -324,17 +324,6 @@ class AlembicCommands:
         if self._engine is not None:
             self._engine.dispose()
             self._engine = None
-
-    def __enter__(self) -> AlembicCommands:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def _config_files(config_file: Path) -> tuple[str | None, str | None]:

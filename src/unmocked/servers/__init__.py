@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
 from unmocked.errors import ServerError
+from unmocked.resources import Closeable
 from unmocked.settings import Settings
 
 
@@ -37,7 +37,7 @@ class Server:
         return f"PostgreSQL {self.version} ({self.provider}{where})"
 
 
-class RunningServer:
+class RunningServer(Closeable):
     """A server plus the duty to stop it, if unmocked started it. Close it exactly once."""
 
     def __init__(self, server: Server) -> None:
@@ -45,17 +45,6 @@ class RunningServer:
 
     def close(self) -> None:
         """Stop the server if unmocked started it; a server found by URL is left running."""
-
-    def __enter__(self) -> RunningServer:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def start(settings: Settings) -> RunningServer:

@@ -115,5 +115,5 @@ def _runs_as(bindir: Path, account: Account) -> bool:
             _process.run([bindir / program, "--version"], account, cwd=Path("/")).returncode == 0
             for program in ("postgres", "initdb")
         )
-    except OSError:
+    except (OSError, subprocess.SubprocessError):
         return False

@@ -1,8 +1,9 @@
 """How unmocked runs PostgreSQL's programs: as which account, tied to our life, stopped for sure.
 
-PostgreSQL refuses to run as root, and a server left running after its test run is a leak that
-outlives every clean-up hook. This module owns both problems so :mod:`~unmocked.servers.binaries`
-can think only about clusters.
+PostgreSQL refuses to run as root (:mod:`~unmocked.servers._as_root` picks who it runs as), and a
+server left running after its test run is a leak that outlives every clean-up hook. This module
+owns switching accounts and starting and stopping processes, so
+:mod:`~unmocked.servers.binaries` can think only about clusters.
 """
 
 from __future__ import annotations
