@@ -19,12 +19,13 @@ from unmocked.errors import (
     ServerError,
     UnmockedError,
 )
-from unmocked.isolation import RollbackConnection
+from unmocked.isolation import AsyncRollbackConnection, RollbackConnection
 from unmocked.servers import RunningServer, Server
 from unmocked.session import UnmockedSession
 from unmocked.settings import Settings
 
 __all__ = [
+    "AsyncRollbackConnection",
     "ConfigurationError",
     "DatabaseError",
     "MigrationError",
