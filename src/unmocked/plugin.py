@@ -20,6 +20,7 @@ import dataclasses
 import json
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +37,9 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
     from sqlalchemy.orm import Session
 
+# Framework plugins: each registers nothing unless its framework is installed and configured.
+pytest_plugins = ["unmocked.plugin_django", "unmocked.plugin_factories", "unmocked.plugin_async"]
+
 SESSION_KEY = pytest.StashKey[UnmockedSession]()
 WORKER_INPUT_KEY = "unmocked_server"
 WORKER_OUTPUT_KEY = "unmocked_counters"
@@ -51,11 +55,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    values = {
-        ini_key: config.getoption(ini_key) or config.getini(ini_key) for ini_key, _, _ in OPTIONS
-    }
+    flags = {ini_key: config.getoption(ini_key) for ini_key, _, _ in OPTIONS}
+    ini = {ini_key: config.getini(ini_key) for ini_key, _, _ in OPTIONS}
     try:
-        settings = Settings.from_values(values, os.environ, Path(config.rootpath))
+        settings = Settings.from_values(flags, os.environ, Path(config.rootpath), ini)
     except UnmockedError as error:
         raise pytest.UsageError(str(error)) from None
     worker_input = getattr(config, "workerinput", {})
@@ -125,6 +128,15 @@ def _failure(error: UnmockedError) -> Failed:
     return Failed(str(error), pytrace=False)
 
 
+@contextmanager
+def reported_as_failures() -> Iterator[None]:
+    """Turn unmocked's errors raised inside the block into :func:`_failure`."""
+    try:
+        yield
+    except UnmockedError as error:
+        raise _failure(error) from None
+
+
 @pytest.fixture(scope="session")
 def unmocked_session(pytestconfig: pytest.Config) -> UnmockedSession:
     """This process's :class:`UnmockedSession`: the server, template and databases of the run."""
@@ -134,10 +146,8 @@ def unmocked_session(pytestconfig: pytest.Config) -> UnmockedSession:
 @pytest.fixture(scope="session")
 def pg_server(unmocked_session: UnmockedSession) -> Server:
     """The running PostgreSQL server: ``url`` (admin), ``version``, ``provider``, ``data_dir``."""
-    try:
+    with reported_as_failures():
         return unmocked_session.server
-    except UnmockedError as error:
-        raise _failure(error) from None
 
 
 @pytest.fixture
@@ -150,12 +160,8 @@ def pg(
     ``commit()`` checks deferred constraints. Not kept: ``now()`` is frozen at the test's start and
     sequences do not roll back; use ``pg_url`` for tests that need real commits.
     """
-    try:
-        unmocked_session.template()
-        with unmocked_session.rolled_back(request.node.nodeid) as conn:
-            yield conn
-    except UnmockedError as error:
-        raise _failure(error) from None
+    with reported_as_failures(), unmocked_session.rolled_back(request.node.nodeid) as conn:
+        yield conn
 
 
 @pytest.fixture
@@ -188,8 +194,5 @@ def pg_url(unmocked_session: UnmockedSession) -> Iterator[str]:
     run DDL outside a transaction (``CREATE INDEX CONCURRENTLY``) or test locks
     (``FOR UPDATE SKIP LOCKED``).
     """
-    try:
-        with unmocked_session.fresh_database() as url:
-            yield url
-    except UnmockedError as error:
-        raise _failure(error) from None
+    with reported_as_failures(), unmocked_session.fresh_database() as url:
+        yield url
