@@ -127,16 +127,18 @@ async def main():
 asyncio.run(main())
 """
 
-# An env.py that migrates some other database (here an in-memory SQLite), as one that reads its
-# URL from the app's settings would.
+# An env.py that ignores the URL it is given, as one that reads its URL from the app's settings
+# would. Here it writes the migrations as SQL to a buffer (Alembic's offline mode), so the test
+# touches no database but the template unmocked builds.
 ELSEWHERE_ENV_PY = """
+import io
 from alembic import context
-from sqlalchemy import create_engine
 
-with create_engine("sqlite://").connect() as connection:
-    context.configure(connection=connection)
-    with context.begin_transaction():
-        context.run_migrations()
+context.configure(
+    url="postgresql://app@db.internal/app", as_sql=True, output_buffer=io.StringIO()
+)
+with context.begin_transaction():
+    context.run_migrations()
 """
 
 CREATE_USERS = '''
