@@ -191,10 +191,6 @@ class UnmockedSession(Closeable):
             self._rollback_database = self._clone("rollback")
         return with_database(self.server.url, self._rollback_database)
 
-    def rollback_connection(self) -> RollbackConnection:
-        """The one connection rollback tests share, to a database of this session's own."""
-        return self._rollback_connection(RollbackConnection)
-
     @contextmanager
     def rolled_back(self, test_name: str = "") -> Iterator[RollbackConnection]:
         """Yield the shared connection inside an outer transaction that is rolled back after."""

@@ -8,8 +8,11 @@ an empty database). :func:`load` turns the ``unmocked_migrations`` setting into 
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from typing import Protocol
+
+import psycopg
 
 from unmocked.errors import ConfigurationError
 
@@ -41,6 +44,17 @@ class NoMigrations:
 
     def apply(self, url: str) -> None:
         """Nothing to build."""
+
+
+def shown_path(path: Path, base: Path) -> str:
+    """``path`` as a person would write it: relative to ``base`` when it lies inside."""
+    return os.path.relpath(path, base) if path.is_relative_to(base) else str(path)
+
+
+def postgres_message(error: psycopg.Error) -> str:
+    """PostgreSQL's primary message, without psycopg's LINE/caret decoration."""
+    primary = error.diag.message_primary
+    return primary if primary else str(error).splitlines()[0]
 
 
 def digest(*parts: bytes) -> str:

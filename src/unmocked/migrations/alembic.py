@@ -34,8 +34,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 
 from unmocked.errors import ConfigurationError, MigrationError
-from unmocked.migrations import digest
-from unmocked.migrations.sql_files import _message_of
+from unmocked.migrations import digest, postgres_message, shown_path
 from unmocked.resources import Closeable
 from unmocked.urls import redact, with_driver
 
@@ -76,7 +75,7 @@ class AlembicMigrations:
         self.root_dir = root_dir
 
     def describe(self) -> str:
-        return f"Alembic migrations of {_shown_path(self.config_file, self.root_dir)}"
+        return f"Alembic migrations of {shown_path(self.config_file, self.root_dir)}"
 
     def fingerprint(self) -> str:
         try:
@@ -133,11 +132,6 @@ class AlembicFailure(Exception):
 def describe_revision(revision: Script) -> str:
     message = (revision.doc or "").strip()
     return f"alembic revision {revision.revision}" + (f" ({message})" if message else "")
-
-
-def _shown_path(path: Path, base: Path) -> str:
-    """``path`` as a person would write it: relative to ``base`` when it lies inside."""
-    return os.path.relpath(path, base) if path.is_relative_to(base) else str(path)
 
 
 def _has_user_objects(url: str) -> bool:
@@ -201,7 +195,7 @@ class AlembicCommands(Closeable):
         """What shapes the schema: the ``[alembic]`` options, then each file's name and bytes."""
         parts = [_alembic_options(self.config)]
         for path in self._files():
-            parts += [_shown_path(path, self.folder).encode(), path.read_bytes()]
+            parts += [shown_path(path, self.folder).encode(), path.read_bytes()]
         return parts
 
     def _files(self) -> list[Path]:
@@ -300,14 +294,14 @@ class AlembicCommands(Closeable):
         reason = _reason(error)
         if isinstance(error, SyntaxError) and error.filename:
             # A revision that does not compile: Alembic could not load it, so name its file.
-            file = _shown_path(Path(error.filename), self.shown_relative_to)
+            file = shown_path(Path(error.filename), self.shown_relative_to)
             return AlembicFailure(None, f"{file}, line {error.lineno}", f"SyntaxError: {error.msg}")
         by_path = self._revisions_by_path()
         env_py = Path(self.script.env_py_location).resolve() if self._script else None
         for frame in reversed(traceback.extract_tb(error.__traceback__)):
             path = Path(frame.filename).resolve()
             if path in by_path or path == env_py:
-                location = f"{_shown_path(path, self.shown_relative_to)}, line {frame.lineno}"
+                location = f"{shown_path(path, self.shown_relative_to)}, line {frame.lineno}"
                 return AlembicFailure(by_path.get(path), location, reason)
         return AlembicFailure(None, None, reason)
 
@@ -369,7 +363,7 @@ def _reason(error: BaseException) -> str:
     """PostgreSQL's message when the database refused, else the exception as Python shows it."""
     database_error = getattr(error, "orig", error)
     if isinstance(database_error, psycopg.Error):
-        return f"{_message_of(database_error)} (PostgreSQL)"
+        return f"{postgres_message(database_error)} (PostgreSQL)"
     return redact(f"{type(error).__name__}: {error}".strip().rstrip("."))
 
 

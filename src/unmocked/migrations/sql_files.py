@@ -7,13 +7,12 @@ it and PostgreSQL's own message.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import psycopg
 
 from unmocked.errors import MigrationError
-from unmocked.migrations import digest
+from unmocked.migrations import digest, postgres_message, shown_path
 from unmocked.migrations.sql_statements import code_start, line_of_offset, split_statements
 
 
@@ -28,7 +27,7 @@ class SqlFiles:
         return sorted(path for path in self.folder.glob("*.sql") if path.is_file())
 
     def describe(self) -> str:
-        return f"{len(self.files())} SQL files in {self._shown(self.folder)}"
+        return f"{len(self.files())} SQL files in {shown_path(self.folder, self.root_dir)}"
 
     def fingerprint(self) -> str:
         parts: list[bytes] = []
@@ -49,8 +48,9 @@ class SqlFiles:
             conn.execute(script.encode())
         except psycopg.Error as error:
             line = self._failing_line(conn, script, error)
+            where = f"{shown_path(path, self.root_dir)}, line {line}"
             raise MigrationError(
-                f"{self._shown(path)}, line {line}: {_message_of(error)} (PostgreSQL). "
+                f"{where}: {postgres_message(error)} (PostgreSQL). "
                 "Fix the file and run again; nothing was cached."
             ) from None
 
@@ -80,20 +80,3 @@ class SqlFiles:
         except psycopg.Error:
             pass
         return 1
-
-    def _shown(self, path: Path) -> str:
-        """The path as the user would write it: relative to the project when it lies inside."""
-        try:
-            return (
-                os.path.relpath(path, self.root_dir)
-                if path.is_relative_to(self.root_dir)
-                else str(path)
-            )
-        except ValueError:
-            return str(path)
-
-
-def _message_of(error: psycopg.Error) -> str:
-    """PostgreSQL's primary message, without psycopg's LINE/caret decoration."""
-    primary = error.diag.message_primary
-    return primary if primary else str(error).splitlines()[0]
