@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from collections.abc import Sequence
@@ -22,22 +23,33 @@ from unmocked.session import UnmockedSession
 from unmocked.settings import Settings
 from unmocked.urls import redact
 
+# Modules that each add commands: ``register(commands)`` adds sub-parsers whose defaults hold
+# ``handler``, a function of ``(args, settings)`` returning the exit status.
+COMMAND_MODULES = ("unmocked.cli_run", "unmocked.cli_server", "unmocked.cli_psql")
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="unmocked", description=__doc__.splitlines()[0])
     parser.add_argument("--provider", help="auto (default), url, embedded or local")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("doctor", help="show which PostgreSQL servers unmocked can use")
+    doctor_parser = commands.add_parser(
+        "doctor", help="show which PostgreSQL servers unmocked can use"
+    )
+    doctor_parser.set_defaults(handler=lambda args, settings: doctor(settings))
     gc = commands.add_parser("gc", help="drop databases left behind by crashed runs")
     gc.add_argument("--templates", action="store_true", help="also drop every cached template")
+    gc.set_defaults(
+        handler=lambda args, settings: collect_garbage(settings, include_templates=args.templates)
+    )
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).register(commands)
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_values(
             {"unmocked_provider": args.provider}, os.environ, Path.cwd()
         )
-        if args.command == "doctor":
-            return doctor(settings)
-        return collect_garbage(settings, include_templates=args.templates)
+        status: int = args.handler(args, settings)
+        return status
     except UnmockedError as error:
         print(f"unmocked: {error}", file=sys.stderr)
         return 1

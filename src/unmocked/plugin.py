@@ -38,7 +38,13 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
 # Framework plugins: each registers nothing unless its framework is installed and configured.
-pytest_plugins = ["unmocked.plugin_django", "unmocked.plugin_factories", "unmocked.plugin_async"]
+pytest_plugins = [
+    "unmocked.plugin_env",
+    "unmocked.plugin_report",
+    "unmocked.plugin_django",
+    "unmocked.plugin_factories",
+    "unmocked.plugin_async",
+]
 
 SESSION_KEY = pytest.StashKey[UnmockedSession]()
 WORKER_INPUT_KEY = "unmocked_server"

@@ -34,6 +34,7 @@ from unmocked.resources import Closeable
 from unmocked.servers import RunningServer, Server, start
 from unmocked.settings import Settings
 from unmocked.templates import Template, clone_strategy, ensure_template
+from unmocked.timings import Phases
 from unmocked.urls import with_database
 
 C = TypeVar("C", bound=UnitOfWork)
@@ -50,6 +51,8 @@ class Counters:
     template_fingerprint: str | None = None
     template_build_seconds: float | None = None
     """None while the template was only reused."""
+    phases: Phases = field(default_factory=Phases)
+    """Time per phase (start, migrate, clone...), shown by ``pytest -v``."""
 
     def note_template(self, template: Template) -> None:
         self.template_fingerprint = template.fingerprint
@@ -65,13 +68,16 @@ class Counters:
         self.template_fingerprint = self.template_fingerprint or other.template_fingerprint
         if other.template_build_seconds is not None:
             self.template_build_seconds = other.template_build_seconds
+        self.phases.merge(other.phases)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
 
     @classmethod
     def from_json(cls, text: str) -> Counters:
-        return cls(**json.loads(text))
+        fields = json.loads(text)
+        fields["phases"] = Phases(**fields["phases"])
+        return cls(**fields)
 
 
 class UnmockedSession(Closeable):

@@ -8,6 +8,7 @@ the raw strings; everything here is plain Python so scripts and the CLI read set
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,18 @@ OPTIONS: tuple[tuple[str, str, str], ...] = (
         "UNMOCKED_PG_VERSION",
         "Major PostgreSQL version the local provider must use (default: the newest found).",
     ),
+    (
+        "unmocked_server_settings",
+        "UNMOCKED_SERVER_SETTINGS",
+        "PostgreSQL settings for a server unmocked starts, as name=value pairs separated by "
+        "commas or new lines (for example max_prepared_transactions=10).",
+    ),
+    (
+        "unmocked_extensions",
+        "UNMOCKED_EXTENSIONS",
+        "Extensions to create in the template before the migrations run, separated by commas "
+        "or spaces (for example pg_trgm, citext).",
+    ),
 )
 
 
@@ -54,6 +67,10 @@ class Settings:
     provider: str = "auto"
     pg_version: int | None = None
     database_url: str | None = None
+    server_settings: tuple[tuple[str, str], ...] = ()
+    """``(name, value)`` pairs passed to a server unmocked starts, after its own test tuning."""
+    extensions: tuple[str, ...] = ()
+    """Extensions created in the template before the migrations run."""
     cache_dir: Path = field(default_factory=lambda: default_cache_dir(os.environ))
     root_dir: Path = field(default_factory=Path.cwd)
 
@@ -102,6 +119,30 @@ class Settings:
             provider=pick("unmocked_provider", "UNMOCKED_PROVIDER") or "auto",
             pg_version=pg_version,
             database_url=env.get("UNMOCKED_DATABASE_URL") or None,
+            server_settings=parse_server_settings(
+                pick("unmocked_server_settings", "UNMOCKED_SERVER_SETTINGS")
+            ),
+            extensions=tuple(
+                name
+                for name in re.split(r"[\s,]+", pick("unmocked_extensions", "UNMOCKED_EXTENSIONS"))
+                if name
+            ),
             cache_dir=default_cache_dir(env),
             root_dir=root_dir,
         )
+
+
+def parse_server_settings(text: str) -> tuple[tuple[str, str], ...]:
+    """``"a=1, b = 2"`` (commas or new lines between pairs) as ``(("a", "1"), ("b", "2"))``."""
+    pairs = []
+    for item in re.split(r"[,\n]", text):
+        if not item.strip():
+            continue
+        name, equals, value = item.partition("=")
+        if not equals or not name.strip() or not value.strip():
+            raise ConfigurationError(
+                f"unmocked_server_settings: {item.strip()!r} is not of the form name=value "
+                "(for example max_prepared_transactions=10)."
+            )
+        pairs.append((name.strip(), value.strip()))
+    return tuple(pairs)

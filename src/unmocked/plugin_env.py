@@ -1,0 +1,3 @@
+"""Export the database into the environment before conftest.py is imported."""
+
+from __future__ import annotations
