@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import signal
@@ -18,7 +19,7 @@ import psycopg
 import pytest
 
 from unmocked import servers
-from unmocked.errors import ServerError
+from unmocked.errors import ConfigurationError, ServerError
 from unmocked.servers import RunningServer, binaries
 from unmocked.servers._as_root import service_account
 from unmocked.servers._slots import data_root
@@ -113,6 +114,37 @@ def test_embedded_provider_starts_postgresql_18_that_answers_queries(
     assert server.url.startswith("postgresql://postgres@127.0.0.1:")
     assert query(server.url, "SELECT 40 + 2") == 42
     assert query(server.url, "SHOW fsync") == "off"
+
+
+def test_server_settings_are_applied_after_unmockeds_own_and_win_over_them(
+    shared_cache: Cache,
+) -> None:
+    settings = dataclasses.replace(
+        shared_cache.settings(),
+        server_settings=(("max_prepared_transactions", "10"), ("max_connections", "50")),
+    )
+    with servers.start(settings) as running:
+        assert query(running.server.url, "SHOW max_prepared_transactions") == "10"
+        assert query(running.server.url, "SHOW max_connections") == "50"
+
+
+def test_a_server_setting_postgresql_refuses_is_named_and_the_cluster_is_kept(
+    shared_cache: Cache,
+) -> None:
+    with shared_cache.start() as running:
+        execute(running.server.url, "CREATE DATABASE kept_despite_a_typo")
+    settings = dataclasses.replace(
+        shared_cache.settings(), server_settings=(("max_prepared_transactionz", "10"),)
+    )
+    with pytest.raises(ConfigurationError, match=r"refused unmocked_server_settings max_prepared_"):
+        servers.start(settings)
+    with shared_cache.start() as running:
+        count = query(
+            running.server.url,
+            "SELECT count(*) FROM pg_database WHERE datname = 'kept_despite_a_typo'",
+        )
+        assert count == 1
+        execute(running.server.url, "DROP DATABASE kept_despite_a_typo")
 
 
 def test_embedded_bindir_is_the_wheels_bin_folder() -> None:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import psycopg
 
-from unmocked.errors import ServerError
+from unmocked.errors import ConfigurationError, ServerError
 from unmocked.servers import RunningServer, Server, _as_root, _process
 from unmocked.servers._process import Account
 from unmocked.servers._slots import Slot, claim_slot, data_root, locked
@@ -120,7 +120,7 @@ def start_cluster(bindir: Path, provider: str, settings: Settings) -> RunningSer
         if fresh:
             slot.fill(_pristine(found, pristine_home, slot.folder.parent / "initdb", account))
         try:
-            return _launch(found, slot, account)
+            return _launch(found, slot, account, settings.server_settings)
         except _ExitedEarly:
             if fresh:
                 raise
@@ -128,7 +128,7 @@ def start_cluster(bindir: Path, provider: str, settings: Settings) -> RunningSer
         # rebuild from the pristine cluster; losing its templates beats failing the run.
         shutil.rmtree(slot.data_dir)
         slot.fill(_pristine(found, pristine_home, slot.folder.parent / "initdb", account))
-        return _launch(found, slot, account)
+        return _launch(found, slot, account, settings.server_settings)
     except BaseException:
         slot.release()
         raise
@@ -247,13 +247,18 @@ def _pristine(found: _Binaries, home: Path, scratch: Path, account: Account | No
     return pristine
 
 
-def _launch(found: _Binaries, slot: Slot, account: Account | None) -> ClusterServer:
+def _launch(
+    found: _Binaries,
+    slot: Slot,
+    account: Account | None,
+    server_settings: tuple[tuple[str, str], ...],
+) -> ClusterServer:
     """Start postgres on the slot's data folder, on a free port; retry when the port is taken."""
     slot.clear_leftovers()
     for _ in range(5):
         port = _free_port()
         url = local_url("127.0.0.1", port, "postgres")
-        flags = _flags(slot, found.major)
+        flags = _flags(slot, found.major, server_settings)
         with open(slot.log, "wb") as log:
             process = _process.spawn(
                 [found.runnable / "postgres", "-D", slot.data_dir, "-p", str(port), *flags],
@@ -280,6 +285,13 @@ def _launch(found: _Binaries, slot: Slot, account: Account | None) -> ClusterSer
         if exited and "already in use" in log_tail:
             continue  # another program took the port between our probe and postgres's bind
         _process.stop(process)
+        refused = [name for name, _ in server_settings if f'"{name}"' in log_tail]
+        if exited and refused:
+            # Not _ExitedEarly: the data folder is fine, and rebuilding it would lose templates.
+            raise ConfigurationError(
+                f"PostgreSQL refused unmocked_server_settings {', '.join(refused)}:\n{log_tail}\n"
+                "Fix the name or value (see the PostgreSQL documentation) and run again."
+            )
         within = "" if exited else f" within {_READY_TIMEOUT:.0f} seconds"
         message = (
             f"PostgreSQL ({found.provider}, binaries in {found.bindir}) did not start on "
@@ -294,8 +306,12 @@ def _launch(found: _Binaries, slot: Slot, account: Account | None) -> ClusterSer
     )
 
 
-def _flags(slot: Slot, major: int) -> list[str]:
-    """Settings for a throw-away test server: durability off, since a crash only costs a rerun."""
+def _flags(slot: Slot, major: int, server_settings: tuple[tuple[str, str], ...]) -> list[str]:
+    """Settings for a throw-away test server: durability off, since a crash only costs a rerun.
+
+    The user's ``server_settings`` come last, so they win over ours (postgres keeps the last
+    ``-c`` given for a name).
+    """
     socket_dir = str(slot.folder)
     if len(socket_dir) > 90:
         socket_dir = ""  # socket paths are limited to ~107 bytes; we connect over TCP anyway
@@ -315,7 +331,8 @@ def _flags(slot: Slot, major: int) -> list[str]:
     }
     if major >= 11:
         settings["jit"] = "off"  # compiling test-sized queries costs more than it saves
-    return [arg for name, value in settings.items() for arg in ("-c", f"{name}={value}")]
+    pairs = [*settings.items(), *server_settings]
+    return [arg for name, value in pairs for arg in ("-c", f"{name}={value}")]
 
 
 def _free_port() -> int:
