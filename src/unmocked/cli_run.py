@@ -3,8 +3,46 @@
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
 from typing import Any
+
+from unmocked import run
+from unmocked.errors import ConfigurationError
+from unmocked.settings import Settings, parse_env_templates, project_ini
 
 
 def register(commands: argparse._SubParsersAction[Any]) -> None:
-    """Add this module's commands to the ``unmocked`` parser (filled in by its issue)."""
+    """Add ``unmocked run`` to the ``unmocked`` parser."""
+    parser = commands.add_parser(
+        "run",
+        help="run a command with a fresh database in DATABASE_URL and the PG* variables",
+        description="Find or start a server as the pytest plugin does, clone a migrated "
+        "database, export it to COMMAND as DATABASE_URL, PGHOST, PGPORT, PGUSER, PGPASSWORD and "
+        "PGDATABASE (plus --env templates), run COMMAND and pass its exit status through. "
+        "Settings come from pyproject.toml ([tool.pytest.ini_options] unmocked_* keys and "
+        "[tool.unmocked]) or pytest.ini, and UNMOCKED_* variables.",
+    )
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=TEMPLATE",
+        help="also export NAME, filled from {host} {port} {user} {password} {database} {url} "
+        "{url:DRIVER}; repeatable",
+    )
+    parser.add_argument("--migrations", help="what builds the schema (as unmocked_migrations)")
+    parser.add_argument("command", nargs=argparse.REMAINDER, help="the command, after --")
+    parser.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace, _settings: Settings) -> int:
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        raise ConfigurationError(
+            "unmocked run needs a command to run, for example: unmocked run -- pytest -x"
+        )
+    root, ini = project_ini(Path.cwd())
+    flags = {"unmocked_provider": args.provider, "unmocked_migrations": args.migrations}
+    settings = Settings.from_values(flags, os.environ, root, ini)
+    return run.run(settings, command, parse_env_templates("\n".join(args.env)))

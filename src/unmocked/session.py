@@ -140,9 +140,7 @@ class UnmockedSession(Closeable):
         if self._template_error is not None:
             raise self._template_error
         if self._template is None:
-            source = self._source or migrations.load(
-                self.settings.migrations, self.settings.root_dir
-            )
+            source = migrations.from_settings(self.settings, self._source)
             try:
                 self._template = ensure_template(
                     self.admin, self.server.url, source, self.server.major, self.run_id
@@ -176,6 +174,15 @@ class UnmockedSession(Closeable):
         started = time.perf_counter()
         ownership.drop_database(self.admin, name)
         self.counters.database_seconds += time.perf_counter() - started
+
+    def clone_database(self, kind: str) -> str:
+        """Name of a new database cloned from the template, for the caller to drop with
+        :meth:`drop_database` (``unmocked run`` keeps it for a whole command)."""
+        return self._clone(kind)
+
+    def drop_database(self, name: str) -> None:
+        """Drop a database :meth:`clone_database` made."""
+        self._drop(name)
 
     @contextmanager
     def fresh_database(self) -> Iterator[str]:

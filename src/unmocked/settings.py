@@ -7,13 +7,20 @@ the raw strings; everything here is plain Python so scripts and the CLI read set
 
 from __future__ import annotations
 
+import configparser
 import os
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from unmocked.errors import ConfigurationError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pytest depends on tomli there
+    import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
 
 PROVIDERS = ("auto", "url", "embedded", "local")
 
@@ -47,7 +54,29 @@ OPTIONS: tuple[tuple[str, str, str], ...] = (
         "Extensions to create in the template before the migrations run, separated by commas "
         "or spaces (for example pg_trgm, citext).",
     ),
+    (
+        "unmocked_export_env",
+        "UNMOCKED_EXPORT_ENV",
+        "true: export a database as DATABASE_URL and the PG* variables (and unmocked_env) before "
+        "conftest.py is imported, for suites that read their database from the environment.",
+    ),
+    (
+        "unmocked_env",
+        "UNMOCKED_ENV",
+        "More variables to export, as NAME=TEMPLATE lines (for example "
+        "SQLALCHEMY_URL={url:asyncpg} or DB_HOST={host}).",
+    ),
+    (
+        "unmocked_env_database",
+        "UNMOCKED_ENV_DATABASE",
+        "Which database the exported variables name under pytest-xdist: shared (default, one "
+        "for all workers) or per-worker.",
+    ),
 )
+
+ENV_DATABASE_MODES = ("shared", "per-worker")
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("", "0", "false", "no", "off")
 
 
 def default_cache_dir(env: Mapping[str, str]) -> Path:
@@ -71,6 +100,12 @@ class Settings:
     """``(name, value)`` pairs passed to a server unmocked starts, after its own test tuning."""
     extensions: tuple[str, ...] = ()
     """Extensions created in the template before the migrations run."""
+    export_env: bool = False
+    """Export a database into the environment before conftest.py is imported (pytest)."""
+    env: tuple[tuple[str, str], ...] = ()
+    """``(NAME, TEMPLATE)`` pairs exported besides the libpq variables and ``DATABASE_URL``."""
+    env_database: str = "shared"
+    """``shared`` or ``per-worker``: the database exported to pytest-xdist workers."""
     cache_dir: Path = field(default_factory=lambda: default_cache_dir(os.environ))
     root_dir: Path = field(default_factory=Path.cwd)
 
@@ -84,6 +119,11 @@ class Settings:
             raise ConfigurationError(
                 "unmocked_provider = 'url' needs UNMOCKED_DATABASE_URL: set it to an admin URL "
                 "of the server to use, for example postgresql://postgres@127.0.0.1:5432/postgres."
+            )
+        if self.env_database not in ENV_DATABASE_MODES:
+            raise ConfigurationError(
+                f"unmocked_env_database = {self.env_database!r}: use shared (one database for "
+                "every xdist worker) or per-worker (a database of each worker's own)."
             )
 
     @classmethod
@@ -106,6 +146,9 @@ class Settings:
                     return str(given).strip()
             return ""
 
+        raw_export = pick("unmocked_export_env", "UNMOCKED_EXPORT_ENV").lower()
+        if raw_export not in _TRUE + _FALSE:
+            raise ConfigurationError(f"unmocked_export_env = {raw_export!r}: write true or false.")
         raw_version = pick("unmocked_pg_version", "UNMOCKED_PG_VERSION")
         try:
             pg_version = int(raw_version) if raw_version else None
@@ -127,6 +170,9 @@ class Settings:
                 for name in re.split(r"[\s,]+", pick("unmocked_extensions", "UNMOCKED_EXTENSIONS"))
                 if name
             ),
+            export_env=raw_export in _TRUE,
+            env=parse_env_templates(pick("unmocked_env", "UNMOCKED_ENV")),
+            env_database=pick("unmocked_env_database", "UNMOCKED_ENV_DATABASE") or "shared",
             cache_dir=default_cache_dir(env),
             root_dir=root_dir,
         )
@@ -146,3 +192,65 @@ def parse_server_settings(text: str) -> tuple[tuple[str, str], ...]:
             )
         pairs.append((name.strip(), value.strip()))
     return tuple(pairs)
+
+
+def parse_env_templates(text: str) -> tuple[tuple[str, str], ...]:
+    """``"A={host}\\nB={url}"`` as ``(("A", "{host}"), ("B", "{url}"))``.
+
+    Pairs are separated by new lines (ini files) or by a comma before the next ``NAME=`` (one
+    environment variable), so a template may itself hold commas.
+    """
+    pairs = []
+    for item in re.split(r"\n|,(?=\s*[A-Za-z_][A-Za-z0-9_]*=)", text):
+        if not item.strip():
+            continue
+        name, equals, template = item.strip().partition("=")
+        if not equals or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name.strip()):
+            raise ConfigurationError(
+                f"unmocked_env: {item.strip()!r} is not of the form NAME=TEMPLATE (for example "
+                "DATABASE__HOSTNAME={host} or SQLALCHEMY_URL={url:asyncpg})."
+            )
+        pairs.append((name.strip(), template.strip()))
+    return tuple(pairs)
+
+
+def project_ini(start: Path) -> tuple[Path, dict[str, str]]:
+    """The project's root and its ``unmocked_*`` values, for commands that run outside pytest.
+
+    Looks from ``start`` upwards for the first ``pytest.ini`` or ``pyproject.toml`` (as pytest
+    does) and reads ``[pytest]``, ``[tool.pytest.ini_options]`` and ``[tool.unmocked]``, where keys
+    may leave out the ``unmocked_`` prefix and lists stand for one value per line.
+    """
+    for folder in (start, *start.parents):
+        pytest_ini = folder / "pytest.ini"
+        if pytest_ini.is_file():
+            parser = configparser.ConfigParser(interpolation=None)
+            parser.read(pytest_ini)
+            section = dict(parser["pytest"]) if parser.has_section("pytest") else {}
+            return folder, _unmocked_values(section, {})
+        pyproject = folder / "pyproject.toml"
+        if pyproject.is_file():
+            try:
+                tool = tomllib.loads(pyproject.read_text()).get("tool", {})
+            except tomllib.TOMLDecodeError as error:
+                raise ConfigurationError(f"{pyproject}: {error}") from None
+            pytest_ini_options = tool.get("pytest", {}).get("ini_options", {})
+            return folder, _unmocked_values(pytest_ini_options, tool.get("unmocked", {}))
+    return start, {}
+
+
+def _unmocked_values(
+    pytest_section: Mapping[str, object], unmocked_section: Mapping[str, object]
+) -> dict[str, str]:
+    """``unmocked_*`` keys of pytest's section, then ``[tool.unmocked]``'s keys, which win."""
+    chosen = {key: value for key, value in pytest_section.items() if key.startswith("unmocked_")}
+    for key, value in unmocked_section.items():
+        chosen[key if key.startswith("unmocked_") else f"unmocked_{key}"] = value
+    values = {}
+    for key, value in chosen.items():
+        if isinstance(value, list):
+            value = "\n".join(str(item) for item in value)
+        elif isinstance(value, bool):
+            value = str(value).lower()
+        values[key] = str(value)
+    return values

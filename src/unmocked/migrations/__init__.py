@@ -10,11 +10,14 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import psycopg
 
 from unmocked.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from unmocked.settings import Settings
 
 
 class MigrationSource(Protocol):
@@ -94,3 +97,18 @@ def load(spec: str, root_dir: Path) -> MigrationSource:
         "value is not of the form module:attribute. Point it at your migrations folder, or at a "
         "SQLAlchemy MetaData or callable (for example myapp.models:Base.metadata)."
     )
+
+
+def from_settings(settings: Settings, chosen: MigrationSource | None = None) -> MigrationSource:
+    """What builds the template: ``chosen`` (a framework's own migrations) or the
+    ``unmocked_migrations`` setting, after the ``unmocked_extensions`` are created.
+
+    Without extensions the source is returned as it is, so its fingerprint (and cached templates)
+    stay what they were.
+    """
+    source = chosen or load(settings.migrations, settings.root_dir)
+    if not settings.extensions:
+        return source
+    from unmocked.migrations.extensions import WithExtensions
+
+    return WithExtensions(settings.extensions, source)

@@ -1,0 +1,85 @@
+"""The environment variables that name a database, for code that reads its own configuration.
+
+Most suites find their database in the environment, often at import time: ``DATABASE_URL``, the
+libpq variables (``PGHOST``...), or names of their own such as ``DATABASE__HOSTNAME``. The
+libpq variables and ``DATABASE_URL`` are always given; other names come from templates
+(``{host}``, ``{url:asyncpg}``...), see :func:`variables`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from urllib.parse import unquote, urlsplit
+
+from unmocked.errors import ConfigurationError
+from unmocked.urls import with_database, with_driver
+
+PLACEHOLDERS = ("host", "port", "user", "password", "database", "url")
+_PLACEHOLDER = re.compile(r"\{([^{}:]*)(?::([^{}]*))?\}")
+# libpq variables that would send a client elsewhere than the variables unmocked exports.
+OVERRIDING = ("PGHOSTADDR", "PGSERVICE", "PGSERVICEFILE", "PGPASSFILE", "PGREQUIREAUTH")
+
+
+def variables(
+    server_url: str, database: str, templates: Sequence[tuple[str, str]] = ()
+) -> dict[str, str]:
+    """``PGHOST``, ``PGPORT``, ``PGUSER``, ``PGPASSWORD``, ``PGDATABASE`` and ``DATABASE_URL``
+    for ``database`` on the server of ``server_url``, plus one variable per ``(NAME, TEMPLATE)``.
+
+    ``PGPASSWORD`` is given only when the URL carries a password: an empty one would make libpq
+    send it instead of using the server's trust or a ``.pgpass`` file.
+    """
+    parts = _parts(with_database(server_url, database))
+    exported = {
+        "PGHOST": parts["host"],
+        "PGPORT": parts["port"],
+        "PGUSER": parts["user"],
+        "PGDATABASE": parts["database"],
+        "DATABASE_URL": parts["url"],
+    }
+    if parts["password"]:
+        exported["PGPASSWORD"] = parts["password"]
+    for name, template in templates:
+        exported[name] = expand(template, parts, name)
+    return exported
+
+
+def apply(
+    environ: dict[str, str] | Mapping[str, str], exported: Mapping[str, str]
+) -> dict[str, str]:
+    """``environ`` with ``exported`` set and the libpq variables that would override them unset."""
+    merged = {key: value for key, value in environ.items() if key not in OVERRIDING}
+    merged.update(exported)
+    return merged
+
+
+def expand(template: str, parts: Mapping[str, str], name: str = "") -> str:
+    """Fill ``{host}``, ``{port}``, ``{user}``, ``{password}``, ``{database}``, ``{url}`` and
+    ``{url:DRIVER}`` (``postgresql+DRIVER://...``, as SQLAlchemy names drivers) in ``template``."""
+
+    def fill(match: re.Match[str]) -> str:
+        field, driver = match.group(1), match.group(2)
+        if field not in PLACEHOLDERS or (driver is not None and field != "url"):
+            raise ConfigurationError(
+                f"unmocked_env {name}={template}: unknown placeholder {match.group(0)}. Use "
+                + ", ".join("{" + known + "}" for known in PLACEHOLDERS)
+                + " or {url:DRIVER} (for example {url:asyncpg})."
+            )
+        if driver:
+            return with_driver(parts["url"], driver)
+        return parts[field]
+
+    return _PLACEHOLDER.sub(fill, template)
+
+
+def _parts(url: str) -> dict[str, str]:
+    split = urlsplit(url)
+    return {
+        "host": split.hostname or "localhost",
+        "port": str(split.port or 5432),
+        "user": unquote(split.username or ""),
+        "password": unquote(split.password or ""),
+        "database": unquote(split.path.lstrip("/")),
+        "url": url,
+    }
