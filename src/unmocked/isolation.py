@@ -45,6 +45,18 @@ BEGIN
   END IF;
 END $unmocked$"""
 
+# The same check in plain statements, for the connections unmocked drives itself: the first round
+# trip checks and names the initially deferred constraints, the second switches those back (in
+# the unit of work that ends, so a later rollback of the next one cannot undo it), ends the unit
+# of work and starts the next. A DO block is compiled anew on every call, which made it cost more
+# than the rest of a test's isolation together.
+CHECK_AND_LIST_DEFERRED = (
+    b"SET CONSTRAINTS ALL IMMEDIATE; "
+    b"SELECT string_agg(format('%I.%I', n.nspname, c.conname), ', ') "
+    b"FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace WHERE c.condeferred"
+)
+NEXT_UNIT_OF_WORK = b"RELEASE SAVEPOINT " + UNIT_OF_WORK + b"; SAVEPOINT " + UNIT_OF_WORK
+
 # What survives a ROLLBACK in a session and could leak into the next test.
 RESET_SESSION = (
     b"DEALLOCATE ALL; SELECT pg_advisory_unlock_all(); DISCARD SEQUENCES; "
@@ -90,24 +102,25 @@ class UnitOfWork(psycopg.BaseConnection[Any]):
         closing the connection): the caller must then treat the database as dirty.
         """
         lost = self._outer_transaction_ended()
+        end = b"ROLLBACK; " + RESET_SESSION
         try:
             if not lost:
-                lost = not self._unit_of_work_rolled_back()
-            self._wait_blocking(self._script(b"ROLLBACK; " + RESET_SESSION))
+                # Rolling back to the savepoint first proves that the outer transaction is still
+                # the one begun for this test; in the same round trip as the end of the test.
+                try:
+                    self._wait_blocking(
+                        self._script(b"ROLLBACK TO SAVEPOINT " + UNIT_OF_WORK + b"; " + end)
+                    )
+                except psycopg.errors.InvalidSavepointSpecification:
+                    lost = True
+            if lost:
+                self._wait_blocking(self._script(end))
         except psycopg.Error:
             if not lost:
                 raise
         self._prepared.clear()
         if lost:
             raise OuterTransactionLost()
-
-    def _unit_of_work_rolled_back(self) -> bool:
-        """Roll back to the unit of work's savepoint; False when it is gone with its transaction."""
-        try:
-            self._wait_blocking(self._on_unit_of_work(b"ROLLBACK TO SAVEPOINT "))
-        except psycopg.errors.InvalidSavepointSpecification:
-            return False
-        return True
 
     def _outer_transaction_ended(self) -> bool:
         if self.pgconn.transaction_status == TransactionStatus.IDLE:
@@ -129,13 +142,17 @@ class UnitOfWork(psycopg.BaseConnection[Any]):
             yield from self._on_unit_of_work(b"ROLLBACK TO SAVEPOINT ")
             return
         try:
-            yield from self._exec_command(CHECK_DEFERRED_CONSTRAINTS)
+            deferred = yield from self._script(CHECK_AND_LIST_DEFERRED)
         except psycopg.Error:
             # A failed COMMIT leaves nothing of the transaction behind; neither do we.
             yield from self._on_unit_of_work(b"ROLLBACK TO SAVEPOINT ")
             raise
-        yield from self._on_unit_of_work(b"RELEASE SAVEPOINT ")
-        yield from self._exec_command(b"SAVEPOINT " + UNIT_OF_WORK)
+        restore = b"SET CONSTRAINTS " + deferred + b" DEFERRED; " if deferred else b""
+        try:
+            yield from self._script(restore + NEXT_UNIT_OF_WORK)
+        except psycopg.errors.InvalidSavepointSpecification:
+            self._outer_transaction_lost = True
+            raise
 
     def _rollback_gen(self) -> PQGen[None]:
         if self._num_transactions or self._tpc:
@@ -160,15 +177,24 @@ class UnitOfWork(psycopg.BaseConnection[Any]):
             self._outer_transaction_lost = True
             raise
 
-    def _script(self, script: bytes) -> PQGen[None]:
-        """Send several statements in one round trip (simple query protocol)."""
+    def _script(self, script: bytes) -> PQGen[bytes | None]:
+        """Send several statements in one round trip (simple query protocol).
+
+        Returns the first value of the last statement's first row, if it returned one. An error
+        stops the script where it happened, as PostgreSQL does, and is raised.
+        """
         self.pgconn.send_query(script)
         results = yield from generators.execute(self.pgconn)
         for result in results:
             if result.status == ExecStatus.FATAL_ERROR:
                 raise psycopg.errors.error_from_result(result, encoding=self.pgconn._encoding)
+        last = results[-1] if results else None
+        if last is None or last.status != ExecStatus.TUPLES_OK or not last.ntuples:
+            return None
+        value: bytes | None = last.get_value(0, 0)
+        return value
 
-    def _wait_blocking(self, gen: PQGen[None]) -> None:
+    def _wait_blocking(self, gen: PQGen[Any]) -> None:
         waiting.wait(gen, self.pgconn.socket)
 
 
