@@ -4,13 +4,16 @@ Run it from the project root::
 
     .venv/bin/python benchmarks/isolation.py [--tests 200] [--repeat 3] [--url URL] [--json PATH]
 
-Five modes run the same generated test (see ``suites/``) against the same 80-table schema:
+The modes run the same generated test (see ``suites/``) against the same 80-table schema:
 
 ``bare``               no database at all: the cost of pytest itself, the floor;
+``shared``             one long-lived connection, real commits, no isolation: the database floor;
 ``pg``                 unmocked's ``pg``: an outer transaction rolled back, on a shared connection;
 ``pg_url``             unmocked's ``pg_url``: a database per test, cloned from the template;
 ``pytest-postgresql``  pytest-postgresql's ``postgresql``: its per-test database from its template;
-``truncate``           one database, every table truncated after each test.
+``truncate``           one database, every table truncated after each test;
+``sa_shared``          the same work through the SQLAlchemy ORM, on one connection, no isolation;
+``sa_session``         the ORM work on unmocked's ``sa_session``, rolled back.
 
 Each mode is a real pytest run in a subprocess, timed from the outside (start-up, plugin loading
 and teardown included, as a user feels them) and, by a conftest, from inside its test loop. Every
@@ -32,15 +35,9 @@ benchmark creates there is dropped at the end.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import re
 import secrets
-import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -52,19 +49,14 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from cli import load_average, run_command, write_report
+from pytest_runs import BenchmarkError, Run, clean_environment, lay_out, progress, timed_run
 from schema import TABLE_COUNT, write_migrations
 from unmocked import migrations, ownership
-from unmocked.errors import UnmockedError
 from unmocked.servers import start
 from unmocked.settings import Settings
 from unmocked.templates import template_fingerprint, template_name
 from unmocked.urls import redact, with_database
-
-SUITES = Path(__file__).resolve().parent / "suites"
-
-
-class BenchmarkError(Exception):
-    """A mode's pytest run did not pass all its tests; the message holds the end of its output."""
 
 
 @dataclass(frozen=True)
@@ -77,16 +69,26 @@ class Mode:
     """The module of the one pytest plugin the mode loads, or None for none."""
     peer: str | None = None
     """A mode doing the same kind of isolation, to compare with besides ``pg``."""
+    floor: str | None = None
+    """The mode doing the same work with no isolation: what this one costs over it is the price
+    of its isolation alone, without the test's own database work."""
 
 
 MODES = (
     Mode("bare", "suite_bare.py", None),
-    Mode("pg", "suite_unmocked_pg.py", "unmocked.plugin"),
-    Mode("pg_url", "suite_unmocked_pg_url.py", "unmocked.plugin"),
+    Mode("shared", "suite_shared.py", None),
+    Mode("pg", "suite_unmocked_pg.py", "unmocked.plugin", floor="shared"),
+    Mode("pg_url", "suite_unmocked_pg_url.py", "unmocked.plugin", floor="shared"),
     Mode(
-        "pytest-postgresql", "suite_pytest_postgresql.py", "pytest_postgresql.plugin", peer="pg_url"
+        "pytest-postgresql",
+        "suite_pytest_postgresql.py",
+        "pytest_postgresql.plugin",
+        peer="pg_url",
+        floor="shared",
     ),
-    Mode("truncate", "suite_truncate.py", None),
+    Mode("truncate", "suite_truncate.py", None, floor="shared"),
+    Mode("sa_shared", "suite_sa_shared.py", None),
+    Mode("sa_session", "suite_unmocked_sa_session.py", "unmocked.plugin", floor="sa_shared"),
 )
 
 
@@ -97,15 +99,8 @@ class Target:
     admin_url: str
     migrations: Path
     truncate_database: str
+    shared_database: str
     pytest_postgresql_database: str
-
-
-@dataclass(frozen=True)
-class Run:
-    """One pytest run: its wall time, and the part of it spent in the test loop."""
-
-    wall_seconds: float
-    loop_seconds: float
 
 
 @dataclass(frozen=True)
@@ -123,6 +118,8 @@ class ModeResult:
     """The same from the wall times; noisier, kept to show the two agree."""
     startup_seconds: float
     over_bare_ms: float | None = None
+    over_floor_ms: float | None = None
+    """``per_test_ms`` minus that of the mode's floor (``shared`` or ``sa_shared``)."""
     times_pg: float | None = None
     """This mode's cost over bare divided by ``pg``'s: how many times more the database costs."""
     times_peer: float | None = None
@@ -132,14 +129,18 @@ class ModeResult:
 
 
 @contextmanager
-def server_url(url: str | None) -> Iterator[tuple[str, str]]:
-    """Yield the admin URL and a description of the server; stop it after if it was started here."""
+def server_url(url: str | None, cache: Path | None = None) -> Iterator[tuple[str, str]]:
+    """Yield the admin URL and a description of the server; stop it after if it was started here.
+
+    ``cache`` is the cache folder for a started server (default: the user's, as unmocked's).
+    """
     if url:
         with psycopg.connect(url, autocommit=True) as conn:
             version = conn.execute("SHOW server_version").fetchone()
         yield url, f"PostgreSQL {version[0] if version else '?'} at {redact(url)} (--url)"
         return
-    running = start(Settings(provider="embedded"))
+    settings = Settings(provider="embedded")
+    running = start(settings if cache is None else replace(settings, cache_dir=cache))
     try:
         yield running.server.url, running.server.describe()
     finally:
@@ -154,6 +155,7 @@ def prepared_target(admin_url: str, workspace: Path) -> Iterator[Target]:
         admin_url=admin_url,
         migrations=workspace / "migrations",
         truncate_database=f"bench_truncate_{run}",
+        shared_database=f"bench_shared_{run}",
         pytest_postgresql_database=f"bench_ppg_{run}",
     )
     write_migrations(target.migrations)
@@ -167,9 +169,16 @@ def prepared_target(admin_url: str, workspace: Path) -> Iterator[Target]:
         )
         try:
             source.apply(with_database(admin_url, target.truncate_database))
+            admin.execute(
+                sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                    sql.Identifier(target.shared_database),
+                    sql.Identifier(target.truncate_database),
+                )
+            )
             yield target
         finally:
             _drop(admin, target.truncate_database)
+            _drop(admin, target.shared_database)
             # pytest-postgresql drops its databases itself; these are what a failed run leaves.
             _drop(admin, target.pytest_postgresql_database)
             _drop(admin, f"{target.pytest_postgresql_database}_tmpl")
@@ -196,33 +205,15 @@ def _drop(admin: psycopg.Connection[Any], name: str) -> None:
 # -- running pytest -----------------------------------------------------------------------------
 
 
-def lay_out(mode: Mode, target: Target, workspace: Path) -> Path:
+def lay_out_mode(mode: Mode, target: Target, workspace: Path) -> Path:
     """A folder holding the mode's test module, the shared work and a ``pytest.ini``."""
-    folder = workspace / mode.name
-    folder.mkdir()
-    shutil.copy(SUITES / mode.suite, folder / "test_suite.py")
-    shutil.copy(SUITES / "bench_work.py", folder / "bench_work.py")
-    shutil.copy(SUITES / "timing_conftest.py", folder / "conftest.py")
-    ini = ["[pytest]"]
-    if mode.plugin == "unmocked.plugin":
-        ini.append(f"unmocked_migrations = {target.migrations}")
-    (folder / "pytest.ini").write_text("\n".join(ini) + "\n", encoding="utf-8")
-    return folder
+    ini = [f"unmocked_migrations = {target.migrations}"] if mode.plugin == "unmocked.plugin" else []
+    return lay_out(workspace / mode.name, {"test_suite.py": mode.suite}, ini)
 
 
 def environment(target: Target) -> dict[str, str]:
-    """The subprocesses' environment: the user's, minus anything that would change the runs.
-
-    Plugin autoloading is off. Every plugin installed in the environment otherwise runs in every
-    mode (unmocked's and pytest-postgresql's too, pytest-randomly reorders tests, and faker's and
-    pytest-asyncio's per-test hooks cost more than a rollback), so each mode loads only its own.
-    """
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("UNMOCKED_", "PYTEST_"))
-    }
-    env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+    """The subprocesses' environment: where each mode finds the server and its database."""
+    env = clean_environment()
     with psycopg.connect(target.admin_url) as conn:
         info = conn.info
         env.update(
@@ -236,42 +227,18 @@ def environment(target: Target) -> dict[str, str]:
         UNMOCKED_DATABASE_URL=target.admin_url,
         BENCH_MIGRATIONS=str(target.migrations),
         BENCH_TRUNCATE_URL=with_database(target.admin_url, target.truncate_database),
+        BENCH_SHARED_URL=with_database(target.admin_url, target.shared_database),
         BENCH_PPG_DBNAME=target.pytest_postgresql_database,
     )
     return env
 
 
-def pytest_command(mode: Mode) -> list[str]:
-    """pytest with only the mode's own plugin: see ``environment`` for why the others are off."""
-    plugins = ["-p", "no:cacheprovider"]
-    if mode.plugin:
-        plugins += ["-p", mode.plugin]
-    return [sys.executable, "-m", "pytest", "-q", *plugins, "test_suite.py"]
-
-
-def timed_run(mode: Mode, folder: Path, tests: int, env: dict[str, str]) -> Run:
-    """Time one whole pytest run of ``tests`` tests; raise unless all of them passed."""
-    loop_file = folder / "loop-seconds.txt"
-    loop_file.unlink(missing_ok=True)
-    started = time.perf_counter()
-    finished = subprocess.run(
-        pytest_command(mode),
-        cwd=folder,
-        env={**env, "BENCH_TESTS": str(tests), "BENCH_LOOP_FILE": str(loop_file)},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    wall_seconds = time.perf_counter() - started
-    passed = re.search(r"(\d+) passed", finished.stdout)
-    clean = not re.search(r"\d+ (failed|errors?)\b", finished.stdout)
-    if finished.returncode != 0 or not passed or int(passed.group(1)) != tests or not clean:
-        output = (finished.stdout + finished.stderr).strip().splitlines()
-        raise BenchmarkError(
-            f"{mode.name}: pytest did not pass all {tests} tests (exit {finished.returncode}) "
-            f"in {folder}. Its last lines:\n" + "\n".join(output[-25:])
-        )
-    return Run(wall_seconds, float(loop_file.read_text(encoding="utf-8")))
+def run_mode(mode: Mode, folder: Path, tests: int, env: dict[str, str]) -> Run:
+    """One timed pytest run of the mode, loading only its own plugin."""
+    try:
+        return timed_run(folder, tests, env, [mode.plugin] if mode.plugin else [])
+    except BenchmarkError as error:
+        raise BenchmarkError(f"{mode.name}: {error}") from None
 
 
 def measure(
@@ -284,20 +251,21 @@ def measure(
     repeat of every mode rather than on all repeats of one.
     """
     env = environment(target)
-    folders = {mode.name: lay_out(mode, target, workspace) for mode in modes}
+    folders = {mode.name: lay_out_mode(mode, target, workspace) for mode in modes}
     for mode in modes:
-        timed_run(mode, folders[mode.name], 1, env)
+        run_mode(mode, folders[mode.name], 1, env)
     timings: dict[str, dict[int, list[Run]]] = {mode.name: {n: [] for n in sizes} for mode in modes}
     with psycopg.connect(target.admin_url, autocommit=True) as admin:
         for round_number in range(1, repeat + 1):
             for mode in modes:
                 for tests in sizes:
                     checkpoint(admin)
-                    run = timed_run(mode, folders[mode.name], tests, env)
+                    run = run_mode(mode, folders[mode.name], tests, env)
                     timings[mode.name][tests].append(run)
-                    _progress(
-                        f"repeat {round_number}/{repeat}  {mode.name:<18} {tests:>4} tests  "
-                        f"{run.wall_seconds:6.2f} s (test loop {run.loop_seconds:6.2f} s)"
+                    progress(
+                        f"per test: repeat {round_number}/{repeat}  {mode.name:<18} "
+                        f"{tests:>4} tests  {run.wall_seconds:6.2f} s "
+                        f"(test loop {run.loop_seconds:6.2f} s)"
                     )
     return timings
 
@@ -313,8 +281,14 @@ def checkpoint(admin: psycopg.Connection[Any]) -> None:
         admin.execute("CHECKPOINT")
 
 
-def _progress(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
+def per_test_costs(
+    admin_url: str, workspace: Path, modes: list[Mode], sizes: tuple[int, int], repeat: int
+) -> list[ModeResult]:
+    """Every mode measured on the server at ``admin_url``, summarised; its databases dropped."""
+    with prepared_target(admin_url, workspace) as target:
+        progress(f"per test: {TABLE_COUNT}-table schema in {target.migrations}")
+        timings = measure(modes, target, workspace, sizes, repeat)
+    return summarise(modes, timings, sizes)
 
 
 # -- results ------------------------------------------------------------------------------------
@@ -359,10 +333,16 @@ def summarise(
             return None
         return over_bare[name] / over_bare[other]
 
+    def over_floor(mode: Mode) -> float | None:
+        if mode.floor not in results:
+            return None
+        return results[mode.name].per_test_ms - results[mode.floor].per_test_ms
+
     return [
         replace(
             results[mode.name],
             over_bare_ms=over_bare[mode.name],
+            over_floor_ms=over_floor(mode),
             times_pg=times(mode.name, "pg"),
             times_peer=times(mode.name, mode.peer),
         )
@@ -379,6 +359,7 @@ def table(results: list[ModeResult], modes: list[Mode], sizes: tuple[int, int]) 
         "start-up s",
         "per test ms",
         "over bare ms",
+        "over floor ms",
         "x pg",
         "x peer",
     )
@@ -392,8 +373,9 @@ def table(results: list[ModeResult], modes: list[Mode], sizes: tuple[int, int]) 
                 f"{result.startup_seconds:.2f}",
                 f"{result.per_test_ms:.2f}",
                 "-" if result.over_bare_ms is None else f"{result.over_bare_ms:.2f}",
-                _ratio(result.times_pg),
-                f"{_ratio(result.times_peer)} vs {peer}" if result.times_peer and peer else "-",
+                "-" if result.over_floor_ms is None else f"{result.over_floor_ms:.2f}",
+                ratio(result.times_pg),
+                f"{ratio(result.times_peer)} vs {peer}" if result.times_peer and peer else "-",
             )
         )
     widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
@@ -408,7 +390,7 @@ def table(results: list[ModeResult], modes: list[Mode], sizes: tuple[int, int]) 
     return "\n".join(lines)
 
 
-def _ratio(value: float | None) -> str:
+def ratio(value: float | None) -> str:
     """Two significant figures or so: 32x, 1.9x, 0.45x."""
     if value is None:
         return "-"
@@ -455,17 +437,14 @@ def main(argv: list[str] | None = None) -> int:
     modes = [mode for mode in MODES if mode.name in chosen]
     sizes = (arguments.small, arguments.tests)
     started = time.perf_counter()
-    # Other work on the machine shows in every figure; the load average tells a reader how much.
-    load_before = os.getloadavg()[0]
+    load_before = load_average()
     with (
         tempfile.TemporaryDirectory(prefix="unmocked-bench-") as scratch,
         server_url(arguments.url) as (admin_url, description),
-        prepared_target(admin_url, Path(scratch)) as target,
     ):
-        _progress(f"server: {description}; {TABLE_COUNT}-table schema in {target.migrations}")
-        timings = measure(modes, target, Path(scratch), sizes, arguments.repeat)
-    load_after = os.getloadavg()[0]
-    results = summarise(modes, timings, sizes)
+        progress(f"server: {description}")
+        results = per_test_costs(admin_url, Path(scratch), modes, sizes, arguments.repeat)
+    load_after = load_average()
     print(
         f"{description}\n{TABLE_COUNT} tables, {os.cpu_count()} CPUs (load average "
         f"{load_before:.1f} before, {load_after:.1f} after), median of {arguments.repeat} runs.\n"
@@ -473,26 +452,17 @@ def main(argv: list[str] | None = None) -> int:
         "x pg and x peer divide costs over bare.\n"
     )
     print(table(results, modes, sizes))
-    _progress(f"benchmark took {time.perf_counter() - started:.0f} s")
+    progress(f"benchmark took {time.perf_counter() - started:.0f} s")
     if arguments.json:
-        report = {
-            "server": description,
-            "tables": TABLE_COUNT,
+        figures = {
             "tests": sizes[1],
             "small": sizes[0],
             "repeat": arguments.repeat,
-            "cpus": os.cpu_count(),
-            "load_average": {"before": load_before, "after": load_after},
-            "python": platform.python_version(),
-            "command": " ".join(["benchmarks/isolation.py", *(argv or sys.argv[1:])]),
             "modes": [asdict(result) for result in results],
         }
-        arguments.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        write_report(arguments.json, description, (load_before, load_after), figures)
     return 0
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except (BenchmarkError, UnmockedError, psycopg.OperationalError) as error:
-        sys.exit(f"benchmark failed: {error}")
+    run_command(main)

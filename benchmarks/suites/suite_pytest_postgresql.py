@@ -1,9 +1,11 @@
 """pytest-postgresql's per-test ``postgresql``: a database made from its template for each test.
 
-``postgresql_noproc`` attaches to the benchmark's server and, once per session, creates the
-template database ``<dbname>_tmpl`` and runs the migration files into it (its ``load`` list); the
-``postgresql`` fixture then creates ``<dbname>`` from that template before each test, connects, and
-drops it after.
+Its server fixture, once per session, creates the template database ``<dbname>_tmpl`` and runs the
+migration files into it (its ``load`` list); the ``postgresql`` fixture then creates ``<dbname>``
+from that template before each test, connects, and drops it after. The server fixture is
+``postgresql_noproc`` on the benchmark's server, or, when ``BENCH_PG_CTL`` names a ``pg_ctl``,
+``postgresql_proc``: a cluster of its own, initialised and started by that ``pg_ctl`` in the
+session's temporary folder, as pytest-postgresql does by default (the start-up benchmark).
 """
 
 from __future__ import annotations
@@ -23,15 +25,25 @@ from pytest_postgresql import factories
 migration_files: list[Callable[..., Any] | str | Path] = [
     *sorted(Path(os.environ["BENCH_MIGRATIONS"]).glob("*.sql"))
 ]
-postgresql_benchmark_server = factories.postgresql_noproc(
-    host=os.environ["BENCH_PG_HOST"],
-    port=os.environ["BENCH_PG_PORT"],
-    user=os.environ["BENCH_PG_USER"],
-    password=os.environ.get("BENCH_PG_PASSWORD") or None,
-    dbname=os.environ["BENCH_PPG_DBNAME"],
-    maintenance_dbname=os.environ["BENCH_PG_MAINTENANCE_DB"],
-    load=migration_files,
-)
+# Either factory's fixture; pytest looks only at the name.
+postgresql_benchmark_server: Callable[..., Any]
+if "BENCH_PG_CTL" in os.environ:
+    postgresql_benchmark_server = factories.postgresql_proc(
+        executable=os.environ["BENCH_PG_CTL"],
+        port=None,
+        unixsocketdir=os.environ["BENCH_SOCKET_DIR"],
+        load=migration_files,
+    )
+else:
+    postgresql_benchmark_server = factories.postgresql_noproc(
+        host=os.environ["BENCH_PG_HOST"],
+        port=os.environ["BENCH_PG_PORT"],
+        user=os.environ["BENCH_PG_USER"],
+        password=os.environ.get("BENCH_PG_PASSWORD") or None,
+        dbname=os.environ["BENCH_PPG_DBNAME"],
+        maintenance_dbname=os.environ["BENCH_PG_MAINTENANCE_DB"],
+        load=migration_files,
+    )
 postgresql = factories.postgresql("postgresql_benchmark_server")
 
 
