@@ -132,7 +132,7 @@ class Settings:
         flags: Mapping[str, str | None],
         env: Mapping[str, str],
         root_dir: Path,
-        ini: Mapping[str, str | None] | None = None,
+        ini: Mapping[str, object] | None = None,
     ) -> Settings:
         """Build settings from command-line ``flags``, the environment and ``ini`` values.
 
@@ -142,6 +142,8 @@ class Settings:
 
         def pick(ini_key: str, env_key: str) -> str:
             for given in (flags.get(ini_key), env.get(env_key), (ini or {}).get(ini_key)):
+                if isinstance(given, (list, tuple)):  # a TOML array in [tool.pytest.ini_options]
+                    given = "\n".join(str(item) for item in given)
                 if given is not None and str(given).strip():
                     return str(given).strip()
             return ""
