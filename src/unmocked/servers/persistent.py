@@ -1,0 +1,175 @@
+"""The server ``unmocked up`` started: found again by later runs, stopped by ``unmocked down``.
+
+Starting PostgreSQL and building templates is most of a small suite's start-up; a server that
+outlives the run pays it once. ``up`` starts the cluster the provider chain would start, detached
+(no parent-death signal, holding its own slot lock), and records it in ``<cache>/server.json``.
+A run with that cache folder attaches to it when the record names a live postmaster on the recorded
+data folder whose provider, version and server settings fit what the run asks for. A run never
+stops it; a run killed while attached leaves only databases its lease marks as abandoned, which
+the next run (or ``unmocked gc``) drops.
+
+The record is never trusted on its own: a server that stopped or crashed, a reboot that emptied
+/dev/shm, or a pid since reused by another process all make it stale, and a stale record is removed
+under the lock ``up`` and ``down`` take, so it cannot send a run to the wrong server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from contextlib import AbstractContextManager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from unmocked.errors import ServerError
+from unmocked.servers import RunningServer, Server, _process
+from unmocked.servers._slots import locked
+from unmocked.settings import Settings
+
+_STATE_FILE = "server.json"
+_LOCK_FILE = "server.lock"
+
+
+@dataclass(frozen=True)
+class Record:
+    """What ``up`` wrote down about its server, checked against the live process."""
+
+    server: Server
+    pid: int
+    started_at: float
+    """When the postmaster started (seconds since the epoch), from its ``postmaster.pid``."""
+    server_settings: tuple[tuple[str, str], ...]
+
+    def fits(self, settings: Settings) -> bool:
+        """True when a run with ``settings`` would have started a server like this one."""
+        return (
+            settings.provider in ("auto", self.server.provider)
+            and settings.pg_version in (None, self.server.major)
+            and settings.server_settings == self.server_settings
+        )
+
+
+def up(settings: Settings) -> tuple[Record, bool]:
+    """Start the server runs with ``settings`` would start, detached; record it for them.
+
+    Returns the record and True, or the record of the server already up and False.
+    """
+    from unmocked.servers import start_from_binaries
+
+    with _locked(settings.cache_dir):
+        found = _live_record(settings.cache_dir, forget_stale=True)
+        if found is not None:
+            return found, False
+        server = start_from_binaries(settings, detached=True).server
+        assert server.data_dir is not None
+        pid, started_at = _postmaster(server.data_dir)
+        record = Record(server, pid, started_at, settings.server_settings)
+        _write(settings.cache_dir, record)
+        return record, True
+
+
+def find(settings: Settings) -> Record | None:
+    """The live server ``up`` started with this cache folder, or None (removing a stale record)."""
+    if not (settings.cache_dir / _STATE_FILE).exists():
+        return None  # the common case costs one stat, and no lock
+    found = _live_record(settings.cache_dir, forget_stale=False)
+    if found is None:
+        with _locked(settings.cache_dir):  # ``up`` may have just written a new record
+            found = _live_record(settings.cache_dir, forget_stale=True)
+    return found
+
+
+def attach(settings: Settings) -> RunningServer | None:
+    """The ``up`` server, when there is one that fits ``settings``; closing it never stops it."""
+    found = find(settings)
+    return RunningServer(found.server) if found is not None and found.fits(settings) else None
+
+
+def down(settings: Settings) -> Record | None:
+    """Stop the ``up`` server (fast shutdown, then harder) and forget it; None when none runs.
+
+    Its data folder stays: it is the cluster (and templates) later runs reuse, as after any run.
+    """
+    with _locked(settings.cache_dir):
+        found = _live_record(settings.cache_dir, forget_stale=True)
+        if found is not None:
+            _process.stop_stray(found.pid, (signal.SIGINT, signal.SIGQUIT, signal.SIGKILL))
+            if _process.is_alive(found.pid):
+                raise ServerError(
+                    f"The server `unmocked up` started (pid {found.pid}) would not stop. Stop it "
+                    f"(kill -9 {found.pid}) and run `unmocked down` again."
+                )
+            (settings.cache_dir / _STATE_FILE).unlink(missing_ok=True)
+        return found
+
+
+def _locked(cache_dir: Path) -> AbstractContextManager[None]:
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    return locked(cache_dir / _LOCK_FILE)
+
+
+def _live_record(cache_dir: Path, forget_stale: bool) -> Record | None:
+    """The recorded server if it still runs as recorded, else None.
+
+    ``forget_stale`` deletes a stale record, which is safe only under ``_locked``: without it,
+    ``up`` could write a new record between our look and the deletion.
+    """
+    path = cache_dir / _STATE_FILE
+    try:
+        record = _read(path)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError):
+        record = None  # half-written by an older version, or edited: not a server to trust
+    if record is not None and _is_running(record):
+        return record
+    if forget_stale:
+        path.unlink(missing_ok=True)
+    return None
+
+
+def _is_running(record: Record) -> bool:
+    """True when the recorded pid is a postmaster on the recorded data folder, started then."""
+    data_dir = record.server.data_dir
+    if data_dir is None or not _process.is_postmaster_of(record.pid, data_dir):
+        return False
+    try:
+        return _postmaster(data_dir) == (record.pid, record.started_at)
+    except ServerError:
+        return False
+
+
+def _postmaster(data_dir: Path) -> tuple[int, float]:
+    """``(pid, start time)`` from the data folder's ``postmaster.pid`` (its 1st and 3rd lines)."""
+    try:
+        lines = (data_dir / "postmaster.pid").read_text().splitlines()
+        return int(lines[0]), float(lines[2])
+    except (OSError, ValueError, IndexError):
+        raise ServerError(f"{data_dir} has no readable postmaster.pid") from None
+
+
+def _write(cache_dir: Path, record: Record) -> None:
+    fields = asdict(record)
+    fields["server"]["data_dir"] = str(record.server.data_dir)
+    partial = cache_dir / f"{_STATE_FILE}.partial"
+    partial.write_text(json.dumps(fields, indent=2))
+    os.replace(partial, cache_dir / _STATE_FILE)  # readers see the old record or the new one
+
+
+def _read(path: Path) -> Record:
+    fields = json.loads(path.read_text())
+    server = fields["server"]
+    server["data_dir"] = Path(server["data_dir"])
+    return Record(
+        server=Server(**server),
+        pid=int(fields["pid"]),
+        started_at=float(fields["started_at"]),
+        server_settings=tuple((str(name), str(value)) for name, value in fields["server_settings"]),
+    )
+
+
+def uptime(record: Record) -> float:
+    """Seconds since the recorded server started."""
+    return max(0.0, time.time() - record.started_at)
