@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from unmocked.errors import ConfigurationError
-from unmocked.settings import Settings, default_cache_dir
+from unmocked.settings import Settings, default_cache_dir, parse_env_templates, project_ini
 
 
 def settings_from(
@@ -141,3 +141,49 @@ def test_settings_take_the_cache_dir_from_the_environment_they_are_given(home: P
     settings = settings_from({}, {"UNMOCKED_CACHE_DIR": "/caches/unmocked"})
 
     assert settings.cache_dir == Path("/caches/unmocked")
+
+
+def test_env_templates_fill_every_placeholder_and_driver_urls() -> None:
+    from unmocked.environment import variables
+
+    exported = variables(
+        "postgresql://app:s%40cret@db.example:6543/postgres",
+        "unmocked_x_env_1",
+        parse_env_templates("HOST={host}:{port}, WHO={user}/{password}\nSA={url:asyncpg}"),
+    )
+
+    assert exported["DATABASE_URL"] == "postgresql://app:s%40cret@db.example:6543/unmocked_x_env_1"
+    assert (exported["PGHOST"], exported["PGPORT"], exported["PGDATABASE"]) == (
+        "db.example",
+        "6543",
+        "unmocked_x_env_1",
+    )
+    assert (exported["PGPASSWORD"], exported["WHO"]) == ("s@cret", "app/s@cret")
+    assert exported["HOST"] == "db.example:6543"
+    assert exported["SA"].startswith("postgresql+asyncpg://app:")
+
+
+def test_no_password_means_no_pgpassword_and_unknown_placeholders_are_refused() -> None:
+    from unmocked.environment import variables
+
+    assert "PGPASSWORD" not in variables("postgresql://postgres@127.0.0.1:5432/postgres", "d")
+    with pytest.raises(ConfigurationError, match=r"\{hostname\}.*\{url:DRIVER\}"):
+        variables("postgresql://postgres@127.0.0.1/postgres", "d", [("X", "{hostname}")])
+    with pytest.raises(ConfigurationError, match="NAME=TEMPLATE"):
+        parse_env_templates("not a pair")
+
+
+def test_unmocked_run_reads_pytest_options_and_tool_unmocked_which_wins(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.pytest.ini_options]\nunmocked_migrations = "db"\nunmocked_extensions = "citext"\n'
+        'addopts = "-x"\n[tool.unmocked]\nmigrations = "sql"\nenv = ["A={host}", "B={port}"]\n'
+    )
+    (tmp_path / "sub").mkdir()
+
+    root, ini = project_ini(tmp_path / "sub")
+    settings = Settings.from_values({}, {}, root, ini)
+
+    assert root == tmp_path
+    assert (settings.migrations, settings.extensions) == ("sql", ("citext",))
+    assert settings.env == (("A", "{host}"), ("B", "{port}"))
+    assert "unmocked_addopts" not in ini
