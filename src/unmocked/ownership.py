@@ -26,6 +26,9 @@ COMMENT_TAG = "unmocked:"
 LEASE_LOCK_CLASS = 0x756E6D6B  # "unmk"
 TEMPLATE_LOCK_CLASS = 0x756E7470  # "untp"
 GC_LOCK_CLASS = 0x756E6763  # "ungc"
+# How long a database kept for a failed test survives later runs' clean-up (``unmocked gc`` drops
+# it at once): a day to look at it, without letting every failing run add to a server for good.
+KEPT_FOR_SECONDS = 24 * 3600
 
 AdminConnection = psycopg.Connection[tuple[object, ...]]
 
@@ -46,9 +49,13 @@ class Owner:
     """What the comment on one of our databases says."""
 
     kind: str
-    """``template``, ``build``, ``rollback`` or ``fresh``."""
+    """``template``, ``build``, ``rollback``, ``fresh``, or ``kept`` (left for a failed test)."""
     run: str | None = None
     fingerprint: str | None = None
+    test: str | None = None
+    """The failed test a ``kept`` database belonged to."""
+    since: int | None = None
+    """When a ``kept`` database was kept, in seconds since the epoch."""
 
     def comment(self) -> str:
         fields = {key: value for key, value in vars(self).items() if value is not None}
@@ -116,6 +123,7 @@ def drop_database(conn: AdminConnection, name: str) -> None:
     if not name.startswith(PREFIX) or row is None or Owner.parse(_text(row[0])) is None:
         return
     identifier = sql.Identifier(name)
+    roll_back_prepared(conn, name)
     try:
         if row[1]:  # PostgreSQL refuses to drop a database marked as a template
             conn.execute(sql.SQL("ALTER DATABASE {} WITH IS_TEMPLATE false").format(identifier))
@@ -138,6 +146,22 @@ def drop_database(conn: AdminConnection, name: str) -> None:
         # updated"); it is going away either way.
         if owner_of(conn, name) is not None and _exists(conn, name):
             raise
+
+
+def roll_back_prepared(conn: AdminConnection, name: str) -> None:
+    """Roll back the prepared transactions (``PREPARE TRANSACTION``) left in database ``name``.
+
+    They outlive every session and stop ``DROP DATABASE`` and ``RENAME``; only a session connected
+    to their own database may end them.
+    """
+    rows = conn.execute("SELECT gid FROM pg_prepared_xacts WHERE database = %s", (name,)).fetchall()
+    if not rows:
+        return
+    with psycopg.connect(
+        conn.info.dsn, dbname=name, password=conn.info.password, autocommit=True
+    ) as inside:
+        for (gid,) in rows:
+            inside.execute(sql.SQL("ROLLBACK PREPARED {}").format(sql.Literal(gid)))
 
 
 def _wait_for_sessions_to_leave(conn: AdminConnection, name: str, seconds: float = 0.1) -> None:
@@ -202,9 +226,11 @@ def our_databases(conn: AdminConnection) -> list[tuple[str, Owner]]:
     return found
 
 
-def collect_abandoned(conn: AdminConnection) -> list[str]:
+def collect_abandoned(conn: AdminConnection, kept_for: float = KEPT_FOR_SECONDS) -> list[str]:
     """Drop databases left by runs that are no longer alive; return their names.
 
+    Databases kept for failed tests are dropped only once older than ``kept_for`` seconds, so that
+    a run's failures can still be looked at after it ended (``unmocked gc`` passes 0).
     One collector at a time per server: collectors that start together (xdist workers) wait for
     each other, and each finds only what the ones before it left.
     """
@@ -213,6 +239,8 @@ def collect_abandoned(conn: AdminConnection) -> list[str]:
     try:
         dropped = []
         for name, owner in our_databases(conn):
+            if owner.kind == "kept" and time.time() - (owner.since or 0) < kept_for:
+                continue
             if owner.kind != "template" and owner.run and not run_is_alive(conn, owner.run):
                 drop_database(conn, name)
                 dropped.append(name)

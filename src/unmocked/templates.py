@@ -43,9 +43,18 @@ def template_name(fingerprint: str) -> str:
 
 
 def ensure_template(
-    conn: AdminConnection, admin_url: str, source: MigrationSource, major: int, run_id: str
+    conn: AdminConnection,
+    admin_url: str,
+    source: MigrationSource,
+    major: int,
+    run_id: str,
+    base: str = "template0",
 ) -> Template:
-    """Return the template for ``source``, building it first if no run has built it yet."""
+    """Return the template for ``source``, building it first if no run has built it yet.
+
+    ``source`` is applied to a copy of ``base``: an empty database, or another template of ours
+    that the new one adds to (``source``'s fingerprint must then cover ``base``'s).
+    """
     started = time.perf_counter()
     fingerprint = template_fingerprint(source, major)
     name = template_name(fingerprint)
@@ -54,7 +63,7 @@ def ensure_template(
     try:
         reused = _is_ready(conn, name)
         if not reused:
-            _build(conn, admin_url, source, name, fingerprint, run_id)
+            _build(conn, admin_url, source, name, fingerprint, run_id, base)
     finally:
         conn.execute("SELECT pg_advisory_unlock(%s, %s)", lock)
     return Template(name, fingerprint, reused, time.perf_counter() - started)
@@ -89,6 +98,7 @@ def _build(
     name: str,
     fingerprint: str,
     run_id: str,
+    base: str,
 ) -> None:
     build = f"{ownership.PREFIX}build_{fingerprint[:16]}_{run_id}"
     # A template of ours that is not marked ready is a leftover: drop it before building anew.
@@ -97,7 +107,7 @@ def _build(
         conn,
         build,
         Owner("build", run=run_id, fingerprint=fingerprint),
-        "template0",
+        base,
         clone_strategy(conn),
     )
     try:

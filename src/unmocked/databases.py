@@ -1,0 +1,313 @@
+"""Fresh databases for ``pg_url``: clone, reset between tests, rename, keep for a failed test, drop.
+
+Cloning a database per test costs tens of milliseconds on a real schema; putting a used one back to
+the template's state costs a few, when the database can say exactly what the test changed. So pg_url
+databases are cloned from a copy of the template that carries the reset machinery of
+:mod:`unmocked.reset_sql` (built once per template, cached like it), and after each test:
+
+1. every session still connected to the database is ended, and waited for: their temporary tables,
+   advisory locks, LISTENs and unsent notifications go with them; prepared transactions are rolled
+   back;
+2. its ``pg_database`` row (owner, ACL, connection limit, comment, name...) is compared with what it
+   was when handed out: any change, or a database the test dropped, means a new clone. Settings a
+   test gave the database (``ALTER DATABASE ... SET``, ``ALTER ROLE ... IN DATABASE ... SET``) are
+   reset, as the template has none;
+3. it is renamed, so that the next test gets a URL no code has cached a connection pool for;
+4. one function call inside it puts back the written tables' rows, the sequences and the large
+   objects, or says why it cannot (the schema changed), and then it is dropped and cloned anew.
+
+Objects of the whole server (roles, databases, tablespaces, replication slots) cannot be put back
+inside one database: :func:`cluster_objects` takes a snapshot, and the caller names the new ones.
+
+A server that does not allow event triggers (a role that is not superuser, on a server given by
+URL) or is older than PostgreSQL 14 (which cannot wait for a session to end) gets a clone per test
+and a drop after it, as exact and slower.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import cast
+
+import psycopg
+from psycopg import sql
+
+from unmocked import ownership, reset_sql
+from unmocked.errors import UnmockedError
+from unmocked.migrations import digest
+from unmocked.ownership import AdminConnection, Owner
+from unmocked.templates import Template, clone_strategy, ensure_template
+from unmocked.urls import with_database
+
+# How long ending a test's sessions may take before the database is given up (dropped) instead.
+SESSION_END_SECONDS = 5
+
+# What of a database's pg_database row a test may change, besides its name (tracked by OID).
+_ROW_STATE = """(datdba, datistemplate, datallowconn, datconnlimit, datacl, dattablespace,
+                 shobj_description(oid, 'pg_database'))::text"""
+
+_CLUSTER_OBJECTS = """ARRAY(
+    SELECT 'role ' || rolname FROM pg_roles
+    UNION ALL SELECT 'database ' || datname FROM pg_database WHERE left(datname, 9) <> 'unmocked_'
+    UNION ALL SELECT 'tablespace ' || spcname FROM pg_tablespace
+    UNION ALL SELECT 'replication slot ' || slot_name FROM pg_replication_slots)"""
+"""Roles, databases, tablespaces and replication slots on the server, as ``kind name``. Databases
+named like ours are left out: other runs and xdist workers make them all the time."""
+
+# Steps 1-3 in one round trip (the ``why`` it raises says what stopped it).
+_END_SESSIONS_AND_RENAME = """
+DECLARE
+  deadline timestamptz := clock_timestamp() + make_interval(secs => {seconds});
+BEGIN
+  PERFORM pg_terminate_backend(pid) FROM pg_stat_activity
+   WHERE datid = {oid} AND pid <> pg_backend_pid();
+  LOOP
+    PERFORM pg_stat_clear_snapshot();  -- else pg_stat_activity stays as this transaction saw it
+    EXIT WHEN NOT EXISTS (SELECT FROM pg_stat_activity WHERE datid = {oid});
+    IF clock_timestamp() > deadline THEN
+      RAISE EXCEPTION 'unmocked: sessions stay';
+    END IF;
+    PERFORM pg_sleep(0.0005);
+  END LOOP;
+  IF NOT EXISTS (SELECT FROM pg_database
+                  WHERE oid = {oid} AND datname = {name} AND {row_state} = {state}) THEN
+    RAISE EXCEPTION 'unmocked: changed';
+  ELSIF EXISTS (SELECT FROM pg_db_role_setting WHERE setdatabase = {oid})
+     OR EXISTS (SELECT FROM pg_prepared_xacts WHERE database = {name}) THEN
+    RAISE EXCEPTION 'unmocked: settings';
+  END IF;
+  EXECUTE format('ALTER DATABASE %I RENAME TO %I', {name}, {new_name});
+END
+"""
+
+
+@dataclass
+class FreshDatabase:
+    """One pg_url database, tracked by OID since a test may rename it."""
+
+    name: str
+    oid: int
+    row_state: str
+    """Its pg_database row (all but the name) when it was handed out."""
+    cloned: bool
+    """True when it was cloned for the test it is handed to, False when it was reset."""
+
+
+class ResetMachinery:
+    """The template plus :mod:`unmocked.reset_sql`'s machinery: what pg_url databases come from.
+
+    A migration source in form, so that :func:`unmocked.templates.ensure_template` builds it once
+    per template under the same lock and cache rules, cloned from the template itself.
+    """
+
+    def __init__(self, template: Template) -> None:
+        self.template = template
+
+    def describe(self) -> str:
+        return f"the reset machinery over template {self.template.fingerprint[:6]}"
+
+    def fingerprint(self) -> str:
+        return digest(b"reset", reset_sql.RESET_FORMAT, self.template.fingerprint.encode())
+
+    def apply(self, url: str) -> None:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(reset_sql.INSTALL.encode())
+
+
+def why_reset_is_unavailable(conn: AdminConnection) -> str | None:
+    """None when the server behind ``conn`` allows resetting databases, else why not."""
+    if conn.info.server_version < 140000:
+        return "PostgreSQL 13 and older cannot wait for a session to end"
+    row = conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()
+    if not row or not row[0]:
+        return f"the role {conn.info.user!r} is not a superuser, so it cannot use event triggers"
+    return None
+
+
+class FreshDatabases:
+    """This process's pg_url databases: cloned when none is ready, reset after each test."""
+
+    def __init__(
+        self,
+        admin: AdminConnection,
+        admin_url: str,
+        run_id: str,
+        template: Callable[[], Template],
+        new_name: Callable[[], str],
+    ) -> None:
+        self.admin = admin
+        self.admin_url = admin_url
+        self.run_id = run_id
+        self._template = template
+        self._new_name = new_name
+        self._ready: list[FreshDatabase] = []
+        self._cluster_objects: frozenset[str] = frozenset()
+        self._source: str | None = None
+        self.reset_unavailable = why_reset_is_unavailable(admin)
+        """Why databases are dropped and cloned instead of reset, or None when they are reset."""
+
+    def acquire(self) -> FreshDatabase:
+        """A database in the template's state that no session is connected to.
+
+        Also notes the server's roles, databases... for :meth:`release` to name the new ones.
+        """
+        if self._ready:
+            database = self._ready.pop()
+            # The session that reset it may still be on its way out.
+            while True:
+                row = self.admin.execute(
+                    f"SELECT EXISTS (SELECT FROM pg_stat_activity WHERE datid = %s), "
+                    f"{_CLUSTER_OBJECTS}",
+                    (database.oid,),
+                ).fetchone()
+                assert row is not None
+                if not row[0]:
+                    break
+                time.sleep(0.0005)
+            self._cluster_objects = _texts(row[1])
+            return database
+        row = self.admin.execute(f"SELECT {_CLUSTER_OBJECTS}").fetchone()
+        assert row is not None
+        self._cluster_objects = _texts(row[0])
+        name = self._new_name()
+        ownership.create_database(
+            self.admin,
+            name,
+            Owner("fresh", run=self.run_id),
+            self._clone_source(),
+            self._clone_strategy,
+        )
+        row = self.admin.execute(
+            f"SELECT oid, {_ROW_STATE} FROM pg_database WHERE datname = %s", (name,)
+        ).fetchone()
+        if row is None:
+            raise UnmockedError(f"the database {name!r} vanished right after it was cloned")
+        return FreshDatabase(name, int(str(row[0])), str(row[1]), cloned=True)
+
+    def release(self, database: FreshDatabase) -> set[str]:
+        """Put ``database`` back to the template's state for the next test, or drop it.
+
+        Returns the roles, databases... that appeared on the server since :meth:`acquire`.
+        """
+        row = self.admin.execute(f"SELECT {_CLUSTER_OBJECTS}").fetchone()
+        appeared = set(_texts(row[0] if row else []) - self._cluster_objects)
+        if self.reset_unavailable is None and self._reset(database):
+            database.cloned = False
+            self._ready.append(database)
+        else:
+            self._drop(database.oid)
+        return appeared
+
+    def keep(self, database: FreshDatabase, test_name: str) -> str:
+        """Leave ``database`` as its test left it, for ``unmocked psql``; return its name.
+
+        Its comment says it is kept, so this run's end leaves it and later runs collect it only
+        after :data:`unmocked.ownership.KEPT_FOR_SECONDS` (``unmocked gc`` at once).
+        """
+        row = self.admin.execute(
+            "SELECT datname FROM pg_database WHERE oid = %s", (database.oid,)
+        ).fetchone()
+        if row is None:
+            return database.name  # the test dropped it
+        owner = Owner("kept", run=self.run_id, test=test_name, since=int(time.time()))
+        ownership.record_owner(self.admin, str(row[0]), owner)
+        return str(row[0])
+
+    def close(self) -> None:
+        """Drop the databases waiting for a next test."""
+        while self._ready:
+            self._drop(self._ready.pop().oid)
+
+    def _clone_source(self) -> str:
+        """The template pg_url databases are cloned from; falls back to the plain template."""
+        if self._source is None:
+            template = self._template()
+            self._source = template.name
+            if self.reset_unavailable is None:
+                try:
+                    self._source = ensure_template(
+                        self.admin,
+                        self.admin_url,
+                        ResetMachinery(template),
+                        self.admin.info.server_version // 10000,
+                        self.run_id,
+                        base=template.name,
+                    ).name
+                except (UnmockedError, psycopg.Error) as error:
+                    self.reset_unavailable = f"preparing the template for reset failed: {error}"
+        return self._source
+
+    @functools.cached_property
+    def _clone_strategy(self) -> str | None:
+        return clone_strategy(self.admin)
+
+    def _reset(self, database: FreshDatabase) -> bool:
+        """Steps 1-4 of the module's docstring; False when the database must be cloned anew."""
+        new_name = self._new_name()
+        for attempt in range(2):
+            try:
+                self.admin.execute(self._end_sessions_and_rename(database, new_name))
+                break
+            except psycopg.Error as error:
+                if error.diag.message_primary != "unmocked: settings" or attempt:
+                    return False  # dropped, renamed or altered by the test: clone anew
+                ownership.roll_back_prepared(self.admin, database.name)
+                self._reset_settings(database)
+        database.name = new_name
+        try:
+            with psycopg.connect(
+                with_database(self.admin_url, new_name), autocommit=True
+            ) as inside:
+                row = inside.execute(reset_sql.RESET).fetchone()
+        except psycopg.Error:
+            return False  # whatever the test did that stops a reset, a new clone undoes
+        return row is not None and row[0] is None
+
+    def _end_sessions_and_rename(self, database: FreshDatabase, new_name: str) -> sql.Composed:
+        body = sql.SQL(_END_SESSIONS_AND_RENAME).format(
+            seconds=SESSION_END_SECONDS,
+            oid=database.oid,
+            name=database.name,
+            new_name=new_name,
+            row_state=sql.SQL(_ROW_STATE),
+            state=database.row_state,
+        )
+        return sql.SQL("DO {}").format(sql.Literal(body.as_string(self.admin)))
+
+    def _reset_settings(self, database: FreshDatabase) -> None:
+        """Undo ``ALTER DATABASE ... SET`` and ``ALTER ROLE ... IN DATABASE ... SET``."""
+        roles = self.admin.execute(
+            "SELECT setrole::regrole::text FROM pg_db_role_setting "
+            "WHERE setdatabase = %s AND setrole <> 0",
+            (database.oid,),
+        ).fetchall()
+        name = sql.Identifier(database.name)
+        self.admin.execute(sql.SQL("ALTER DATABASE {} RESET ALL").format(name))
+        for (role,) in roles:
+            self.admin.execute(
+                sql.SQL("ALTER ROLE {} IN DATABASE {} RESET ALL").format(sql.SQL(str(role)), name)
+            )
+
+    def _drop(self, oid: int) -> None:
+        """Drop a database of ours, by OID: also when the test renamed it or rewrote its comment.
+
+        (A test that renamed it to a name without our prefix keeps it: unmocked drops only
+        databases whose name says they are its own.)
+        """
+        row = self.admin.execute(
+            "SELECT datname FROM pg_database WHERE oid = %s", (oid,)
+        ).fetchone()
+        if row is None:
+            return
+        name = str(row[0])
+        if name.startswith(ownership.PREFIX) and ownership.owner_of(self.admin, name) is None:
+            ownership.record_owner(self.admin, name, Owner("fresh", run=self.run_id))
+        ownership.drop_database(self.admin, name)
+
+
+def _texts(array: object) -> frozenset[str]:
+    """The items of a text array that psycopg returned as a list."""
+    return frozenset(str(item) for item in cast(list[object], array))
