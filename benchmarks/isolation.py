@@ -403,7 +403,7 @@ def ratio(value: float | None) -> str:
 
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description="Per-test cost of five ways of isolating PostgreSQL tests, on one server."
+        description="Per-test cost of each way of isolating PostgreSQL tests, on one server."
     )
     parser.add_argument("--tests", type=int, default=200, help="tests in the large run (200)")
     parser.add_argument(
