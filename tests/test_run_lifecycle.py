@@ -26,6 +26,49 @@ def test_template_is_built_once_and_reused_by_the_next_run(user_project: pytest.
     second.stdout.fnmatch_lines(["unmocked: PostgreSQL *, template * reused*"])
 
 
+def test_one_header_line_says_what_is_ready_before_the_first_test_runs(
+    user_project: pytest.Pytester,
+) -> None:
+    user_project.makepyfile("def test_schema(pg):\n    pg.execute('SELECT 1')\n")
+    result = user_project.runpytest("-p", "no:randomly")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "unmocked: PostgreSQL *, template *, ready in *.* s",
+            "test_one_header_line_says_what_is_ready_before_the_first_test_runs.py .*",
+            "unmocked: PostgreSQL *, template *, 1 rollback tests*",
+        ]
+    )
+    # Under xdist the controller starts the server before any worker exists, so it names that.
+    spread = user_project.runpytest_subprocess("-n", "2")
+    spread.assert_outcomes(passed=1)
+    spread.stdout.fnmatch_lines(["unmocked: PostgreSQL *, ready in *.* s"])
+
+
+def test_verbose_runs_say_where_the_start_up_time_went(user_project: pytest.Pytester) -> None:
+    user_project.makepyfile("def test_schema(pg):\n    pass\n")
+    migrations = user_project.path / "migrations"
+    (migrations / "002_unique_to_this_test.sql").write_text(f"-- {user_project.path}\n")
+    verbose = user_project.runpytest("-v")
+    verbose.assert_outcomes(passed=1)
+    started = "" if os.environ["UNMOCKED_PROVIDER"] == "url" else "*start *.* s, "
+    verbose.stdout.fnmatch_lines([f"unmocked: {started}*migrate *.* s*"])
+
+    (migrations / "003_a_new_template.sql").write_text("CREATE TABLE notes (id int);\n")
+    quiet = user_project.runpytest()
+    quiet.assert_outcomes(passed=1)
+    assert "migrate " not in quiet.stdout.str()
+
+
+def test_a_run_whose_tests_need_no_database_starts_no_server(
+    user_project: pytest.Pytester,
+) -> None:
+    user_project.makepyfile("def test_plain():\n    assert 1 + 1 == 2\n")
+    result = user_project.runpytest("-v")
+    result.assert_outcomes(passed=1)
+    assert "unmocked:" not in result.stdout.str()
+
+
 def test_failed_migration_names_file_line_and_message_and_caches_nothing(
     user_project: pytest.Pytester,
 ) -> None:

@@ -111,13 +111,6 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         worker_output[WORKER_OUTPUT_KEY] = session.config.stash[SESSION_KEY].counters.to_json()
 
 
-def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
-    session = config.stash.get(SESSION_KEY, None)
-    if session is None or session.started is False:
-        return
-    terminalreporter.write_line(session.summary())
-
-
 def _server_to_json(server: Server) -> str:
     fields = dataclasses.asdict(server)
     fields["data_dir"] = str(server.data_dir) if server.data_dir else None

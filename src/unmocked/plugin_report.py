@@ -1,3 +1,79 @@
-"""What the run prints: one header line, one summary line, phases with -v."""
+"""What the run prints: one header line, one summary line, phases with -v.
+
+The header comes once the server and template are ready, before the first test: the run prepares
+them as soon as collection shows a test that uses unmocked, so a run that needs no database starts
+none, and the first test does not carry the start-up's time. Under pytest-xdist the controller
+starts the server before the workers exist (it must hand it to them), so its header names the
+server only; the summary line names the template the workers used.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from unmocked.errors import UnmockedError
+from unmocked.plugin import SESSION_KEY
+from unmocked.session import UnmockedSession
+
+HEADER_KEY = pytest.StashKey[str]()
+
+
+@pytest.hookimpl(tryfirst=True)  # before the terminal reporter asks for the header, below
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Prepare the server and template now if a collected test will use them."""
+    config = session.config
+    unmocked = config.stash.get(SESSION_KEY, None)
+    if unmocked is None or config.option.collectonly or not _uses_unmocked(session.items):
+        return
+    try:
+        config.stash[HEADER_KEY] = unmocked.ready(template=not _migrations_chosen_later(config))
+    except UnmockedError:
+        return  # each test that needs the database fails with the error, as one paragraph
+
+
+def pytest_report_collectionfinish(
+    config: pytest.Config, start_path: Path, items: Sequence[pytest.Item]
+) -> list[str]:
+    header = config.stash.get(HEADER_KEY, None)
+    return [header] if header else []
+
+
+@pytest.hookimpl(optionalhook=True, tryfirst=True)  # before plugin.py's hook hands it on
+def pytest_configure_node(node: Any) -> None:
+    """xdist controller: start the server for the workers, and say so once."""
+    config: pytest.Config = node.config
+    if HEADER_KEY in config.stash:
+        return
+    try:
+        config.stash[HEADER_KEY] = config.stash[SESSION_KEY].ready(template=False)
+    except UnmockedError as error:
+        raise pytest.UsageError(str(error)) from None
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(config.stash[HEADER_KEY])
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    """The one summary line; with -v, where the database time went."""
+    session = config.stash.get(SESSION_KEY, None)
+    if session is None or not session.started:
+        return
+    terminalreporter.write_line(session.summary())
+    phases = session.counters.phases
+    if config.getoption("verbose") > 0 and phases.seconds:
+        terminalreporter.write_line(f"unmocked: {phases.describe()}")
+
+
+def _uses_unmocked(items: Sequence[pytest.Item]) -> bool:
+    # Every fixture of unmocked's asks for unmocked_session, so it is in the test's closure.
+    return any("unmocked_session" in getattr(item, "fixturenames", ()) for item in items)
+
+
+def _migrations_chosen_later(config: pytest.Config) -> bool:
+    """True when Django's migrations build the template: chosen by a session fixture, later."""
+    session: UnmockedSession = config.stash[SESSION_KEY]
+    return config.pluginmanager.has_plugin("unmocked-django") and not session.settings.migrations

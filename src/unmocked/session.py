@@ -107,6 +107,7 @@ class UnmockedSession(Closeable):
             self._running = (
                 RunningServer(self._attach_to) if self._attach_to else start(self.settings)
             )
+            self.counters.phases.merge(self._running.phases)
         return self._running.server
 
     @property
@@ -146,6 +147,8 @@ class UnmockedSession(Closeable):
                     self.admin, self.server.url, source, self.server.major, self.run_id
                 )
                 self.counters.note_template(self._template)
+                if not self._template.reused:
+                    self.counters.phases.record("migrate", self._template.seconds)
             except Exception as error:
                 self._template_error = error
                 raise
@@ -281,6 +284,21 @@ class UnmockedSession(Closeable):
     def started(self) -> bool:
         """True once a server was found or started for this session."""
         return self._running is not None
+
+    def ready(self, template: bool = True) -> str:
+        """Get the server (and with ``template`` the template) now; one line saying what it got.
+
+        For the plugin, which prepares before the first test so that the run's header can say so.
+        ``template=False`` when the migrations are chosen later (Django's, by a session fixture).
+        """
+        started = time.perf_counter()
+        parts = [f"unmocked: {self.server.describe()}"]
+        if template:
+            built = self.template()
+            how = "reused" if built.reused else f"built in {built.seconds:.2f} s"
+            parts.append(f"template {built.fingerprint[:6]} {how}")
+        parts.append(f"ready in {time.perf_counter() - started:.2f} s")
+        return ", ".join(parts)
 
     def summary(self) -> str:
         """One line for the end of a run: server, template, what the tests used."""

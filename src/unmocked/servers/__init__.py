@@ -13,6 +13,7 @@ from pathlib import Path
 from unmocked.errors import ServerError
 from unmocked.resources import Closeable
 from unmocked.settings import Settings
+from unmocked.timings import Phases
 
 
 @dataclass(frozen=True)
@@ -35,17 +36,26 @@ class Server:
     it."""
 
     def describe(self) -> str:
-        """One line for people: ``PostgreSQL 18.6 (embedded, /dev/shm/...)``."""
+        """One line for people: ``PostgreSQL 18.6 (embedded, /dev/shm)``.
+
+        Data in RAM is said as ``/dev/shm``: the rest of that path says nothing to people, and
+        ``pg_server.data_dir`` and ``unmocked status`` give it whole.
+        """
         how = ", unmocked up" if self.detached else ""
-        where = f", {self.data_dir}" if self.data_dir else ""
+        where = ""
+        if self.data_dir is not None:
+            in_ram = self.data_dir.parts[:3] == ("/", "dev", "shm")
+            where = ", /dev/shm" if in_ram else f", {self.data_dir}"
         return f"PostgreSQL {self.version} ({self.provider}{how}{where})"
 
 
 class RunningServer(Closeable):
     """A server plus the duty to stop it, if unmocked started it. Close it exactly once."""
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: Server, phases: Phases | None = None) -> None:
         self.server = server
+        self.phases = phases or Phases()
+        """What getting the server took (``initdb``, ``copy``, ``start``), for ``pytest -v``."""
 
     def close(self) -> None:
         """Stop the server if unmocked started it; a server found by URL is left running."""

@@ -36,6 +36,7 @@ from unmocked.servers import RunningServer, Server, _as_root, _process
 from unmocked.servers._process import Account
 from unmocked.servers._slots import Slot, claim_slot, data_root, locked
 from unmocked.settings import Settings
+from unmocked.timings import Phases
 from unmocked.urls import local_url
 
 _READY_TIMEOUT = 30.0
@@ -122,34 +123,47 @@ def start_cluster(
         bindir, _as_root.runnable_bindir(bindir, account, version), provider, version, major
     )
     slot = claim_slot(data_root(settings.cache_dir, account) / key, account)
+    phases = Phases()
+
+    def fill() -> None:
+        pristine = _pristine(found, slot.folder.parent, account, phases)
+        with phases.measure("copy"):
+            slot.fill(pristine)
+
+    def launch() -> tuple[Server, subprocess.Popen[bytes]]:
+        with phases.measure("start"):
+            return _launch(found, slot, account, settings.server_settings, detached)
+
     try:
         fresh = not slot.data_dir.is_dir()
         if fresh:
-            slot.fill(_pristine(found, slot.folder.parent, account))
+            fill()
         try:
-            server, process = _launch(found, slot, account, settings.server_settings, detached)
+            server, process = launch()
         except _ExitedEarly:
             if fresh:
                 raise
             # A reused data folder the server cannot start on (a crash at a bad moment) is worth
             # one rebuild from the pristine cluster; losing its templates beats failing the run.
             shutil.rmtree(slot.data_dir)
-            slot.fill(_pristine(found, slot.folder.parent, account))
-            server, process = _launch(found, slot, account, settings.server_settings, detached)
+            fill()
+            server, process = launch()
     except BaseException:
         slot.release()
         raise
     if detached:
         slot.release()  # the server holds the slot's lock itself now (see _process.spawn)
-        return RunningServer(server)
-    return ClusterServer(server, process, slot)
+        return RunningServer(server, phases)
+    return ClusterServer(server, process, slot, phases)
 
 
 class ClusterServer(RunningServer):
     """A postgres we started: our child, holding its slot's lock until it stops."""
 
-    def __init__(self, server: Server, process: subprocess.Popen[bytes], slot: Slot) -> None:
-        super().__init__(server)
+    def __init__(
+        self, server: Server, process: subprocess.Popen[bytes], slot: Slot, phases: Phases
+    ) -> None:
+        super().__init__(server, phases)
         self.process = process
         self._slot = slot
         self._closed = False
@@ -214,7 +228,7 @@ def _short_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def _pristine(found: _Binaries, home: Path, account: Account | None) -> Path:
+def _pristine(found: _Binaries, home: Path, account: Account | None, phases: Phases) -> Path:
     """The initdb'd cluster every new slot starts from (``home/pristine``), never half-made.
 
     initdb runs in a scratch folder the server's account can write, then the result is moved in
@@ -240,7 +254,8 @@ def _pristine(found: _Binaries, home: Path, account: Account | None) -> Path:
             *(["--no-instructions"] if found.major >= 14 else []),
         ]
         try:
-            answer = _process.run(command, account, cwd=scratch)
+            with phases.measure("initdb"):
+                answer = _process.run(command, account, cwd=scratch)
         except (OSError, subprocess.SubprocessError) as error:
             answer = subprocess.CompletedProcess(command, -1, "", str(error))
         if answer.returncode != 0:
