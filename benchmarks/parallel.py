@@ -9,8 +9,10 @@ worker attaches to. Three figures per run:
 - the test span: first test's start to last test's end over all workers, i.e. the test loop
   without xdist's start-up, which is what the database can influence.
 
-The same is done for bare pytest: its ratio is the most xdist can give on this machine with
-these test counts (its workers' start-up is paid by every suite), the ceiling for unmocked's.
+The same is done for bare pytest. What ``-n 2`` adds to its wall time is xdist's own overhead
+(starting, importing and collecting in two workers), which every suite pays; from it and the
+``-n 0`` test span follows the best speed-up ``pg``'s suite could have here (``best_speed_up``):
+a ceiling that tells whether a missed target is the database's doing or xdist's.
 """
 
 from __future__ import annotations
@@ -38,6 +40,17 @@ class ParallelResult:
     def speed_up(self, suite: str, figure: str = "wall_seconds") -> float:
         """How many times faster ``-n 2`` is than ``-n 0``."""
         return self.median(suite, 0, figure) / self.median(suite, 2, figure)
+
+    def xdist_overhead(self) -> float:
+        """What ``-n 2`` adds to bare pytest's wall time: xdist's workers starting, collecting."""
+        return self.median("bare", 2, "wall_seconds") - self.median("bare", 0, "wall_seconds")
+
+    def best_speed_up(self) -> float:
+        """The most ``-n 2`` could give ``pg``'s suite here: the ``-n 0`` run with its test span
+        halved (two workers, no cost of their own) and xdist's overhead added."""
+        serial = self.median("pg", 0, "wall_seconds")
+        best = serial - self.median("pg", 0, "span_seconds") / 2 + max(self.xdist_overhead(), 0.0)
+        return serial / best
 
 
 def measure_parallel(
