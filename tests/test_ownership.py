@@ -252,6 +252,45 @@ def test_collect_abandoned_keeps_templates_even_when_their_run_is_gone(
     assert exists(admin, name)
 
 
+def test_a_database_kept_for_a_failed_test_outlives_its_run_until_it_is_old_or_gc_runs(
+    collecting_alone: None,
+    admin: AdminConnection,
+    dead_run: str,
+    our_database: Callable[[str, Owner], str],
+) -> None:
+    name = our_database("kept", Owner("kept", run=dead_run, test="t", since=int(time.time())))
+
+    assert name not in ownership.collect_abandoned(admin)
+    assert name in ownership.collect_abandoned(admin, kept_for=0)  # what `unmocked gc` does
+
+
+def test_a_kept_database_older_than_the_bound_is_collected_by_a_later_run(
+    collecting_alone: None,
+    admin: AdminConnection,
+    dead_run: str,
+    our_database: Callable[[str, Owner], str],
+) -> None:
+    long_ago = int(time.time()) - ownership.KEPT_FOR_SECONDS - 1
+    name = our_database("old_kept", Owner("kept", run=dead_run, test="t", since=long_ago))
+
+    assert name in ownership.collect_abandoned(admin)
+
+
+def test_drop_database_rolls_back_its_prepared_transactions_first(
+    admin: AdminConnection, our_database: Callable[[str, Owner], str], live_run: Lease
+) -> None:
+    if admin.execute("SHOW max_prepared_transactions").fetchone() == ("0",):
+        pytest.skip("the test server has max_prepared_transactions = 0")
+    name = our_database("prepared", Owner("fresh", run=live_run.run_id))
+    with psycopg.connect(with_database(ADMIN_URL, name)) as conn:
+        conn.execute("CREATE TABLE t (x int)")
+        conn.execute("PREPARE TRANSACTION 'unmocked-test'")
+
+    ownership.drop_database(admin, name)
+
+    assert not exists(admin, name)
+
+
 def collect_concurrently(collectors: int) -> list[str]:
     """Run ``collect_abandoned`` in that many sessions at once; return what each one raised."""
     all_ready = threading.Barrier(collectors)

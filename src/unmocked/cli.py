@@ -3,8 +3,9 @@
 ``unmocked doctor``
     Which providers exist here, and which one ``auto`` picks.
 ``unmocked gc [--templates]``
-    Drop databases left behind by runs that are no longer alive (and, with ``--templates``, every
-    cached template). Only databases unmocked created and recorded are ever touched.
+    Drop databases left behind by runs that are no longer alive, also those kept for failed tests
+    (and, with ``--templates``, every cached template). Only databases unmocked created and
+    recorded are ever touched.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ def doctor(settings: Settings) -> int:
 def collect_garbage(settings: Settings, include_templates: bool) -> int:
     """Drop what dead runs left behind; with ``include_templates``, every template too."""
     with UnmockedSession(settings) as session:
-        dropped = ownership.collect_abandoned(session.admin)
+        dropped = ownership.collect_abandoned(session.admin, kept_for=0)
         if include_templates:
             dropped += templates.drop_templates(session.admin)
         where = session.server.describe()

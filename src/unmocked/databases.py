@@ -27,6 +27,7 @@ and a drop after it, as exact and slower.
 from __future__ import annotations
 
 import functools
+import select
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from typing import cast
 
 import psycopg
 from psycopg import sql
+from psycopg.pq import ExecStatus, PGconn, PollingStatus
 
 from unmocked import ownership, reset_sql
 from unmocked.errors import UnmockedError
@@ -41,6 +43,10 @@ from unmocked.migrations import digest
 from unmocked.ownership import AdminConnection, Owner
 from unmocked.templates import Template, clone_strategy, ensure_template
 from unmocked.urls import with_database
+
+# Databases a process holds for pg_url at most: one for the test running, the others being reset
+# meanwhile (a session started for one, the reset sent to the other).
+POOL_SIZE = 3
 
 # How long ending a test's sessions may take before the database is given up (dropped) instead.
 SESSION_END_SECONDS = 5
@@ -127,8 +133,69 @@ def why_reset_is_unavailable(conn: AdminConnection) -> str | None:
     return None
 
 
+class _Resetting:
+    """A reset under way on a connection of its own, advanced without waiting where it can.
+
+    The connection is opened and the reset sent through libpq's non-blocking calls, so that the
+    server starts the session and runs the reset while the next test runs on another database.
+    """
+
+    def __init__(self, database: FreshDatabase, url: str) -> None:
+        self.database = database
+        self.pgconn = PGconn.connect_start(url.encode())
+        self.sent = False
+        self.outcome: bool | None = None
+        """None while under way; then True when the database is back in the template's state."""
+
+    def advance(self, wait: bool) -> bool:
+        """Take the reset as far as it goes (to its end with ``wait``); True once it ended."""
+        pgconn = self.pgconn
+        while not self.sent:
+            status = pgconn.connect_poll()
+            if status == PollingStatus.OK:
+                pgconn.send_query(reset_sql.RESET.encode())
+                self.sent = True
+            elif status == PollingStatus.FAILED:
+                return self._end(False)
+            elif not wait:
+                return False
+            elif status == PollingStatus.READING:
+                select.select([pgconn.socket], [], [])
+            else:
+                select.select([], [pgconn.socket], [])
+        while pgconn.flush():
+            select.select([], [pgconn.socket], [])
+        pgconn.consume_input()
+        while pgconn.is_busy():
+            if not wait:
+                return False
+            select.select([pgconn.socket], [], [])
+            pgconn.consume_input()
+        result = pgconn.get_result()
+        while pgconn.get_result() is not None:
+            pass
+        return self._end(
+            result is not None
+            and result.status == ExecStatus.TUPLES_OK
+            and result.get_value(0, 0) is None
+        )
+
+    def _end(self, outcome: bool) -> bool:
+        # Its session ends while the next test starts; acquire() waits for that.
+        self.pgconn.finish()
+        self.outcome = outcome
+        return True
+
+
 class FreshDatabases:
-    """This process's pg_url databases: cloned when none is ready, reset after each test."""
+    """This process's pg_url databases: cloned when none is ready, reset after each test.
+
+    A reset is advanced without waiting (see :class:`_Resetting`), so the server puts one database
+    back while the next test runs on another: another database is cloned when a test starts while
+    every one is being reset (up to :data:`POOL_SIZE`), and from then on they take turns. (Not a
+    thread: a thread of the test process waits for the interpreter lock after each round trip,
+    which costs more than it saves.)
+    """
 
     def __init__(
         self,
@@ -144,7 +211,10 @@ class FreshDatabases:
         self._template = template
         self._new_name = new_name
         self._ready: list[FreshDatabase] = []
-        self._cluster_objects: frozenset[str] = frozenset()
+        self._resetting: list[_Resetting] = []
+        self._databases = 0
+        """Databases this process holds: in use, being reset or ready."""
+        self._cluster_objects: frozenset[str] | None = None
         self._source: str | None = None
         self.reset_unavailable = why_reset_is_unavailable(admin)
         """Why databases are dropped and cloned instead of reset, or None when they are reset."""
@@ -154,24 +224,20 @@ class FreshDatabases:
 
         Also notes the server's roles, databases... for :meth:`release` to name the new ones.
         """
+        self._advance_resets(wait=False)
+        while not self._ready and self._resetting and self._databases >= POOL_SIZE:
+            self._advance_resets(wait=True, count=1)
+        if self._cluster_objects is None:  # else as the last test of this process left them
+            row = self.admin.execute(f"SELECT {_CLUSTER_OBJECTS}").fetchone()
+            self._cluster_objects = _texts(row[0] if row else [])
         if self._ready:
             database = self._ready.pop()
-            # The session that reset it may still be on its way out.
-            while True:
-                row = self.admin.execute(
-                    f"SELECT EXISTS (SELECT FROM pg_stat_activity WHERE datid = %s), "
-                    f"{_CLUSTER_OBJECTS}",
-                    (database.oid,),
-                ).fetchone()
-                assert row is not None
-                if not row[0]:
-                    break
+            # The session that reset it may still be on its way out; the test must not meet it.
+            while self.admin.execute(
+                "SELECT FROM pg_stat_activity WHERE datid = %s", (database.oid,)
+            ).fetchone():
                 time.sleep(0.0005)
-            self._cluster_objects = _texts(row[1])
             return database
-        row = self.admin.execute(f"SELECT {_CLUSTER_OBJECTS}").fetchone()
-        assert row is not None
-        self._cluster_objects = _texts(row[0])
         name = self._new_name()
         ownership.create_database(
             self.admin,
@@ -185,20 +251,24 @@ class FreshDatabases:
         ).fetchone()
         if row is None:
             raise UnmockedError(f"the database {name!r} vanished right after it was cloned")
+        self._databases += 1
         return FreshDatabase(name, int(str(row[0])), str(row[1]), cloned=True)
 
     def release(self, database: FreshDatabase) -> set[str]:
-        """Put ``database`` back to the template's state for the next test, or drop it.
+        """Start putting ``database`` back to the template's state for a later test, or drop it.
 
         Returns the roles, databases... that appeared on the server since :meth:`acquire`.
         """
+        self._advance_resets(wait=False)
         row = self.admin.execute(f"SELECT {_CLUSTER_OBJECTS}").fetchone()
-        appeared = set(_texts(row[0] if row else []) - self._cluster_objects)
-        if self.reset_unavailable is None and self._reset(database):
-            database.cloned = False
-            self._ready.append(database)
+        before, self._cluster_objects = self._cluster_objects, _texts(row[0] if row else [])
+        appeared = set(self._cluster_objects - (before or frozenset()))
+        resetting = self._start_reset(database) if self.reset_unavailable is None else None
+        if resetting is None:
+            self._databases -= 1
+            _drop(self.admin, database.oid, self.run_id)
         else:
-            self._drop(database.oid)
+            self._resetting.append(resetting)
         return appeared
 
     def keep(self, database: FreshDatabase, test_name: str) -> str:
@@ -207,6 +277,7 @@ class FreshDatabases:
         Its comment says it is kept, so this run's end leaves it and later runs collect it only
         after :data:`unmocked.ownership.KEPT_FOR_SECONDS` (``unmocked gc`` at once).
         """
+        self._databases -= 1
         row = self.admin.execute(
             "SELECT datname FROM pg_database WHERE oid = %s", (database.oid,)
         ).fetchone()
@@ -217,9 +288,10 @@ class FreshDatabases:
         return str(row[0])
 
     def close(self) -> None:
-        """Drop the databases waiting for a next test."""
+        """Finish the resets under way and drop every database."""
+        self._advance_resets(wait=True)
         while self._ready:
-            self._drop(self._ready.pop().oid)
+            _drop(self.admin, self._ready.pop().oid, self.run_id)
 
     def _clone_source(self) -> str:
         """The template pg_url databases are cloned from; falls back to the plain template."""
@@ -244,68 +316,80 @@ class FreshDatabases:
     def _clone_strategy(self) -> str | None:
         return clone_strategy(self.admin)
 
-    def _reset(self, database: FreshDatabase) -> bool:
-        """Steps 1-4 of the module's docstring; False when the database must be cloned anew."""
+    def _start_reset(self, database: FreshDatabase) -> _Resetting | None:
+        """Steps 1-3 of the module's docstring, and step 4 sent; None when it must be dropped."""
         new_name = self._new_name()
         for attempt in range(2):
             try:
-                self.admin.execute(self._end_sessions_and_rename(database, new_name))
+                self.admin.execute(_end_sessions_and_rename(self.admin, database, new_name))
                 break
             except psycopg.Error as error:
                 if error.diag.message_primary != "unmocked: settings" or attempt:
-                    return False  # dropped, renamed or altered by the test: clone anew
+                    return None  # dropped, renamed or altered by the test: clone anew
                 ownership.roll_back_prepared(self.admin, database.name)
-                self._reset_settings(database)
+                _reset_settings(self.admin, database)
         database.name = new_name
-        try:
-            with psycopg.connect(
-                with_database(self.admin_url, new_name), autocommit=True
-            ) as inside:
-                row = inside.execute(reset_sql.RESET).fetchone()
-        except psycopg.Error:
-            return False  # whatever the test did that stops a reset, a new clone undoes
-        return row is not None and row[0] is None
+        resetting = _Resetting(database, with_database(self.admin_url, new_name))
+        resetting.advance(wait=False)
+        return resetting
 
-    def _end_sessions_and_rename(self, database: FreshDatabase, new_name: str) -> sql.Composed:
-        body = sql.SQL(_END_SESSIONS_AND_RENAME).format(
-            seconds=SESSION_END_SECONDS,
-            oid=database.oid,
-            name=database.name,
-            new_name=new_name,
-            row_state=sql.SQL(_ROW_STATE),
-            state=database.row_state,
+    def _advance_resets(self, wait: bool, count: int | None = None) -> None:
+        """Advance the resets under way, oldest first (``count`` of them to their end with
+        ``wait``); a database whose reset ended is ready for a next test, or dropped."""
+        for resetting in list(self._resetting[:count]):
+            if not resetting.advance(wait):
+                continue
+            self._resetting.remove(resetting)
+            if resetting.outcome:
+                resetting.database.cloned = False
+                self._ready.append(resetting.database)
+            else:
+                self._databases -= 1
+                _drop(self.admin, resetting.database.oid, self.run_id)
+
+
+def _end_sessions_and_rename(
+    admin: AdminConnection, database: FreshDatabase, new_name: str
+) -> sql.Composed:
+    body = sql.SQL(_END_SESSIONS_AND_RENAME).format(
+        seconds=SESSION_END_SECONDS,
+        oid=database.oid,
+        name=database.name,
+        new_name=new_name,
+        row_state=sql.SQL(_ROW_STATE),
+        state=database.row_state,
+    )
+    return sql.SQL("DO {}").format(sql.Literal(body.as_string(admin)))
+
+
+def _reset_settings(admin: AdminConnection, database: FreshDatabase) -> None:
+    """Undo ``ALTER DATABASE ... SET`` and ``ALTER ROLE ... IN DATABASE ... SET``."""
+    roles = admin.execute(
+        "SELECT setrole::regrole::text FROM pg_db_role_setting "
+        "WHERE setdatabase = %s AND setrole <> 0",
+        (database.oid,),
+    ).fetchall()
+    name = sql.Identifier(database.name)
+    admin.execute(sql.SQL("ALTER DATABASE {} RESET ALL").format(name))
+    for (role,) in roles:
+        admin.execute(
+            sql.SQL("ALTER ROLE {} IN DATABASE {} RESET ALL").format(sql.SQL(str(role)), name)
         )
-        return sql.SQL("DO {}").format(sql.Literal(body.as_string(self.admin)))
 
-    def _reset_settings(self, database: FreshDatabase) -> None:
-        """Undo ``ALTER DATABASE ... SET`` and ``ALTER ROLE ... IN DATABASE ... SET``."""
-        roles = self.admin.execute(
-            "SELECT setrole::regrole::text FROM pg_db_role_setting "
-            "WHERE setdatabase = %s AND setrole <> 0",
-            (database.oid,),
-        ).fetchall()
-        name = sql.Identifier(database.name)
-        self.admin.execute(sql.SQL("ALTER DATABASE {} RESET ALL").format(name))
-        for (role,) in roles:
-            self.admin.execute(
-                sql.SQL("ALTER ROLE {} IN DATABASE {} RESET ALL").format(sql.SQL(str(role)), name)
-            )
 
-    def _drop(self, oid: int) -> None:
-        """Drop a database of ours, by OID: also when the test renamed it or rewrote its comment.
+def _drop(admin: AdminConnection, oid: int, run_id: str) -> None:
+    """Drop a database of ours, by OID: also when the test renamed it or rewrote its comment.
 
-        (A test that renamed it to a name without our prefix keeps it: unmocked drops only
-        databases whose name says they are its own.)
-        """
-        row = self.admin.execute(
-            "SELECT datname FROM pg_database WHERE oid = %s", (oid,)
-        ).fetchone()
-        if row is None:
-            return
-        name = str(row[0])
-        if name.startswith(ownership.PREFIX) and ownership.owner_of(self.admin, name) is None:
-            ownership.record_owner(self.admin, name, Owner("fresh", run=self.run_id))
-        ownership.drop_database(self.admin, name)
+    (A test that renamed it to a name without our prefix keeps it: unmocked drops only databases
+    whose name says they are its own.)
+    """
+    row = admin.execute("SELECT datname FROM pg_database WHERE oid = %s", (oid,)).fetchone()
+    if row is None:
+        return
+    name = str(row[0])
+    if name.startswith(ownership.PREFIX) and ownership.owner_of(admin, name) is None:
+        ownership.record_owner(admin, name, Owner("fresh", run=run_id))
+    ownership.drop_database(admin, name)
 
 
 def _texts(array: object) -> frozenset[str]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -188,12 +188,33 @@ def sa_session(sa_engine: Engine) -> Iterator[Session]:
 
 
 @pytest.fixture
-def pg_url(unmocked_session: UnmockedSession) -> Iterator[str]:
-    """URL of a brand-new migrated database of the test's own, dropped after the test.
+def pg_url(unmocked_session: UnmockedSession, request: pytest.FixtureRequest) -> Iterator[str]:
+    """URL of a migrated database of the test's own, in the template's state; a new name per test.
 
     Every connection sees real commits: use it for tests that commit from several connections,
     run DDL outside a transaction (``CREATE INDEX CONCURRENTLY``) or test locks
-    (``FOR UPDATE SKIP LOCKED``).
+    (``FOR UPDATE SKIP LOCKED``). No other test sees what this one did: the database is put back
+    to the template's state (or dropped) afterwards, unless the test failed: then it is kept for
+    ``unmocked psql NAME``, as the run's summary says.
     """
-    with reported_as_failures(), unmocked_session.fresh_database() as url:
+    with reported_as_failures(), unmocked_session.fresh_database(request.node.nodeid) as url:
         yield url
+        if _failed(request.node):
+            unmocked_session.keep_fresh_database(url)
+
+
+REPORTS_KEY = pytest.StashKey[list[pytest.TestReport]]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item,
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Remember each phase's report on the test, for ``pg_url`` to keep a failed test's database."""
+    report = yield
+    item.stash.setdefault(REPORTS_KEY, []).append(report)
+    return report
+
+
+def _failed(item: pytest.Item) -> bool:
+    return any(report.failed for report in item.stash.get(REPORTS_KEY, []))

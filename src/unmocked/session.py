@@ -22,6 +22,7 @@ from typing import TypeVar
 import psycopg
 
 from unmocked import migrations, ownership
+from unmocked.databases import FreshDatabase, FreshDatabases
 from unmocked.errors import ConfigurationError
 from unmocked.isolation import (
     AsyncRollbackConnection,
@@ -39,6 +40,9 @@ from unmocked.urls import with_database
 
 C = TypeVar("C", bound=UnitOfWork)
 
+# Databases kept for failed tests per process: enough to look into, not a server full of copies.
+KEEP_AT_MOST = 5
+
 
 @dataclass
 class Counters:
@@ -46,6 +50,15 @@ class Counters:
 
     rollback_tests: int = 0
     fresh_databases: int = 0
+    """Tests that used pg_url: each got a database either reset after an earlier test or cloned."""
+    fresh_reset: int = 0
+    fresh_cloned: int = 0
+    reset_unavailable: str | None = None
+    """Why pg_url databases were cloned for every test instead of reset, when they were."""
+    kept: dict[str, str] = field(default_factory=dict)
+    """Databases kept for failed tests: name -> test."""
+    kept_discarded: int = 0
+    """Failed tests whose database was not kept, past :data:`KEEP_AT_MOST`."""
     database_seconds: float = 0.0
     rebuilt_after_escape: list[str] = field(default_factory=list)
     template_fingerprint: str | None = None
@@ -63,6 +76,11 @@ class Counters:
         """Add another process's counters (an xdist worker's) to these."""
         self.rollback_tests += other.rollback_tests
         self.fresh_databases += other.fresh_databases
+        self.fresh_reset += other.fresh_reset
+        self.fresh_cloned += other.fresh_cloned
+        self.reset_unavailable = self.reset_unavailable or other.reset_unavailable
+        self.kept.update(other.kept)
+        self.kept_discarded += other.kept_discarded
         self.database_seconds += other.database_seconds
         self.rebuilt_after_escape += other.rebuilt_after_escape
         self.template_fingerprint = self.template_fingerprint or other.template_fingerprint
@@ -97,6 +115,8 @@ class UnmockedSession(Closeable):
         self._rollback_database: str | None = None
         self._rollback_connections: dict[type[UnitOfWork], UnitOfWork] = {}
         self._names = itertools.count(1)
+        self._fresh_databases: FreshDatabases | None = None
+        self._to_keep: set[str] = set()
 
     # -- the server ---------------------------------------------------------------------------
 
@@ -187,15 +207,76 @@ class UnmockedSession(Closeable):
         """Drop a database :meth:`clone_database` made."""
         self._drop(name)
 
+    @property
+    def _fresh(self) -> FreshDatabases:
+        if self._fresh_databases is None:
+            self._fresh_databases = FreshDatabases(
+                self.admin,
+                self.server.url,
+                self.run_id,
+                self.template,
+                lambda: f"{ownership.PREFIX}{self.run_id}_fresh_{next(self._names)}",
+            )
+        return self._fresh_databases
+
     @contextmanager
-    def fresh_database(self) -> Iterator[str]:
-        """Yield the URL of a brand-new database cloned from the template; drop it afterwards."""
-        name = self._clone("fresh")
+    def fresh_database(self, test_name: str = "") -> Iterator[str]:
+        """Yield the URL of a database in the template's state that no other test sees.
+
+        Afterwards the database is put back to the template's state for a later test under a new
+        name (or dropped, see :mod:`unmocked.databases`), unless :meth:`keep_fresh_database` was
+        called for it. Roles, databases and tablespaces the test left on the server cannot be
+        undone inside a database: a warning names them.
+        """
+        started = time.perf_counter()
+        fresh = self._fresh
+        database = fresh.acquire()
+        if database.cloned:
+            self.counters.phases.record("clone", time.perf_counter() - started)
         self.counters.fresh_databases += 1
+        self.counters.fresh_cloned += database.cloned
+        self.counters.fresh_reset += not database.cloned
+        self.counters.reset_unavailable = fresh.reset_unavailable
+        self.counters.database_seconds += time.perf_counter() - started
+        url = with_database(self.server.url, database.name)
         try:
-            yield with_database(self.server.url, name)
+            yield url
         finally:
-            self._drop(name)
+            started = time.perf_counter()
+            if url in self._to_keep:
+                self._to_keep.discard(url)
+                appeared = self._keep_or_release(database, test_name)
+            else:
+                with self.counters.phases.measure("reset"):
+                    appeared = fresh.release(database)
+            self._warn_of_cluster_objects(appeared, test_name)
+            self.counters.database_seconds += time.perf_counter() - started
+
+    def keep_fresh_database(self, url: str) -> None:
+        """Keep the database at ``url`` (from :meth:`fresh_database`) as it is when its test ends.
+
+        For failed tests: the database stays for ``unmocked psql`` after the run (at most
+        :data:`KEEP_AT_MOST` per process), until ``unmocked gc`` or a run a day later drops it.
+        """
+        self._to_keep.add(url)
+
+    def _keep_or_release(self, database: FreshDatabase, test_name: str) -> set[str]:
+        if len(self.counters.kept) < KEEP_AT_MOST:
+            self.counters.kept[self._fresh.keep(database, test_name)] = test_name
+            return set()
+        self.counters.kept_discarded += 1
+        return self._fresh.release(database)
+
+    def _warn_of_cluster_objects(self, appeared: set[str], test_name: str) -> None:
+        if appeared:
+            warnings.warn(
+                f"{', '.join(sorted(appeared))} appeared on the server while "
+                f"{test_name or 'a test'} ran. Objects of the whole server cannot be isolated "
+                "per database, and unmocked does not drop them (it cannot tell they are this "
+                "test's: another run or xdist worker may have made them); drop them in the test, "
+                "or later tests see them.",
+                stacklevel=3,
+            )
 
     def rollback_database_url(self) -> str:
         """URL of the database rollback tests share in this process (cloned on first use).
@@ -309,11 +390,27 @@ class UnmockedSession(Closeable):
             how = "reused" if built is None else f"built in {built:.2f} s"
             parts.append(f"template {counters.template_fingerprint[:6]} {how}")
         if counters.rollback_tests or counters.fresh_databases:
+            fresh = f"{counters.fresh_databases} fresh databases"
+            if counters.fresh_databases:
+                fresh += f" ({counters.fresh_reset} reset, {counters.fresh_cloned} cloned)"
             parts.append(
-                f"{counters.rollback_tests} rollback tests, {counters.fresh_databases} fresh "
-                f"databases, database time {counters.database_seconds:.2f} s"
+                f"{counters.rollback_tests} rollback tests, {fresh}, "
+                f"database time {counters.database_seconds:.2f} s"
             )
-        return ", ".join(parts)
+        lines = [", ".join(parts)]
+        if counters.reset_unavailable and counters.fresh_databases:
+            lines.append(
+                f"unmocked: pg_url databases were cloned for every test, not reset: "
+                f"{counters.reset_unavailable}"
+            )
+        for name, test in sorted(counters.kept.items(), key=lambda item: item[1]):
+            lines.append(f"unmocked: kept the database of failed {test}: unmocked psql {name}")
+        if counters.kept_discarded:
+            lines.append(
+                f"unmocked: {counters.kept_discarded} more failed tests' databases were not kept "
+                f"(at most {KEEP_AT_MOST} per process)"
+            )
+        return "\n".join(lines)
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -321,6 +418,9 @@ class UnmockedSession(Closeable):
         """Drop this session's databases, release its lease, stop a server it started."""
         self._disconnect_rollback_connections()
         if self._admin is not None:
+            if self._fresh_databases is not None:
+                self._fresh_databases.close()
+                self._fresh_databases = None
             if self._rollback_database is not None:
                 self._drop(self._rollback_database)
                 self._rollback_database = None
