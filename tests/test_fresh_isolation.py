@@ -11,8 +11,15 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
+from pathlib import Path
 
+import psycopg
 import pytest
+from psycopg import sql
+
+from unmocked import ownership
+from unmocked.urls import with_database
 
 SCHEMA = """
 CREATE TABLE seeded (
@@ -364,4 +371,69 @@ def unmocked(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str
         text=True,
         timeout=120,
         check=False,
+    )
+
+
+@pytest.fixture
+def plain_role_url() -> Iterator[str]:
+    """An admin URL on the running server for a role that may create databases, no superuser."""
+    admin_url = os.environ.get(
+        "UNMOCKED_TEST_SERVER_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+    )
+    try:
+        admin = psycopg.connect(admin_url, autocommit=True)
+    except psycopg.Error:
+        pytest.skip(f"no running server answers at {admin_url}")
+    role = f"unmocked_plain_{os.getpid()}"
+    with admin:
+        admin.execute(sql.SQL("CREATE ROLE {} LOGIN CREATEDB").format(sql.Identifier(role)))
+        try:
+            yield with_database(admin_url, "postgres").replace("postgres@", f"{role}@", 1)
+        finally:
+            for name, _owner in ownership.our_databases(admin):
+                row = admin.execute(
+                    "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s", (name,)
+                ).fetchone()
+                if row and row[0] == role:
+                    ownership.drop_database(admin, name)
+            admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def test_without_event_triggers_each_test_gets_a_new_clone_and_the_summary_says_why(
+    pytester: pytest.Pytester,
+    plain_role_url: str,
+    unmocked_cache: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("UNMOCKED_PROVIDER", "url")
+    monkeypatch.setenv("UNMOCKED_DATABASE_URL", plain_role_url)
+    monkeypatch.setenv("UNMOCKED_CACHE_DIR", str(unmocked_cache))
+    pytester.mkdir("migrations").joinpath("001.sql").write_text(
+        f"CREATE TABLE marks (note text); -- {os.getpid()}\n"
+    )
+    pytester.makeini(
+        "[pytest]\nunmocked_migrations = migrations\n"
+        "asyncio_default_fixture_loop_scope = function\n"
+    )
+    pytester.makepyfile(
+        """
+        import psycopg
+
+        def test_writes(pg_url):
+            with psycopg.connect(pg_url, autocommit=True) as conn:
+                conn.execute("INSERT INTO marks VALUES ('seen?')")
+
+        def test_sees_nothing(pg_url):
+            with psycopg.connect(pg_url) as conn:
+                assert conn.execute("SELECT count(*) FROM marks").fetchone()[0] == 0
+        """
+    )
+    result = pytester.runpytest("-p", "no:randomly")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*2 fresh databases (0 reset, 2 cloned)*",
+            "unmocked: pg_url databases were cloned for every test, not reset: the role "
+            "'unmocked_plain_*' is not a superuser, so it cannot use event triggers",
+        ]
     )

@@ -75,7 +75,9 @@ def clone_strategy(conn: AdminConnection) -> str | None:
     FILE_COPY when fsync is off (servers unmocked tunes): WAL_LOG, the default since 15, writes
     every page to WAL, which costs more than it saves for the small databases tests use. With
     fsync on (a server given by URL), FILE_COPY's two checkpoints cost far more, so the default
-    stays.
+    stays. PostgreSQL 18's ``file_copy_method = clone`` (``copy_file_range`` on Linux) is left
+    off: on /dev/shm (tmpfs, no reflinks) it copied a 15 MB template in 52 ms against 57 ms,
+    within the noise, and it fails outright on file systems that cannot do it.
     """
     row = conn.execute(
         "SELECT current_setting('server_version_num')::int >= 150000 "
