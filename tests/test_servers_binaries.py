@@ -364,11 +364,11 @@ def test_a_failing_initdb_names_the_bindir_the_command_and_its_error(
     assert "initdb -D" in message and "--no-instructions" in message
     assert "the disk is made of cheese" in message
     assert "apt-get install postgresql" in message
-    cluster_folders = data_root(fresh_cache.path, service_account()).glob("*")
-    assert not any((folder / "pristine").exists() for folder in cluster_folders), "cached"
+    data_folders = data_root(fresh_cache.path, service_account()).glob("*/slot-*/data*")
+    assert not any(data_folders), "a failed initdb left a data folder"
 
 
-def test_a_data_folder_the_server_cannot_start_on_is_rebuilt_from_the_pristine_cluster(
+def test_a_data_folder_the_server_cannot_start_on_is_rebuilt_by_initdb(
     shared_cache: Cache,
 ) -> None:
     with shared_cache.start() as running:

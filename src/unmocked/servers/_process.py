@@ -31,16 +31,6 @@ class Account:
     gid: int
 
 
-def chown_tree(path: Path, account: Account | None) -> None:
-    """Give ``path`` and everything under it to ``account`` (nothing to do when None)."""
-    if account is None:
-        return
-    os.chown(path, account.uid, account.gid, follow_symlinks=False)
-    for folder, dirs, files in os.walk(path):
-        for name in dirs + files:
-            os.chown(os.path.join(folder, name), account.uid, account.gid, follow_symlinks=False)
-
-
 def _child_setup(account: Account | None, die_with_us: bool = True) -> Callable[[], None]:
     """What the child does between fork and exec: drop root, then (unless told not to) ask to die
     with us.

@@ -137,17 +137,6 @@ class Slot:
     def log(self) -> Path:
         return self.folder / "server.log"
 
-    def fill(self, pristine: Path) -> None:
-        """Copy the pristine cluster into the empty slot; the data folder appears whole or not."""
-        partial = self.folder / "data.partial"
-        shutil.rmtree(partial, ignore_errors=True)
-        # copyfile, not copy2: PostgreSQL checks the data folder's mode, not its files' modes or
-        # times, and copying those as well makes the copy half as fast again.
-        shutil.copytree(pristine, partial, symlinks=True, copy_function=shutil.copyfile)
-        _process.chown_tree(partial, self.account)
-        os.chmod(partial, 0o700)
-        os.rename(partial, self.data_dir)
-
     def clear_leftovers(self) -> None:
         """Stop a postmaster a dead owner left on this data folder; drop files it left behind.
 

