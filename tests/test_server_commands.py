@@ -149,6 +149,16 @@ def test_status_without_a_server_says_so_and_exits_1(cache: Cache) -> None:
     assert "no server started by `unmocked up` runs" in output
 
 
+def test_up_refuses_when_runs_would_use_the_database_url_instead(cache: Cache) -> None:
+    env = dict(
+        cache.env, UNMOCKED_DATABASE_URL="postgresql://tester:s3cret@127.0.0.1:5432/postgres"
+    )
+    status, output = cache.unmocked("up", env=env)
+    assert status == 1
+    assert "UNMOCKED_DATABASE_URL is set" in output and "s3cret" not in output
+    assert not (cache.path / "server.json").exists()
+
+
 def test_up_starts_a_server_that_outlives_the_command_and_down_stops_it(cache: Cache) -> None:
     pid = cache.up()
     assert is_running(pid), "the server did not outlive `unmocked up`"
