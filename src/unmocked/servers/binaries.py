@@ -29,8 +29,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import psycopg
-
 from unmocked.errors import ConfigurationError, ServerError
 from unmocked.servers import RunningServer, Server, _as_root, _process
 from unmocked.servers._process import Account
@@ -278,7 +276,7 @@ def _launch(
                 detached_holding=slot.lock_fd if detached else None,
             )
         try:
-            exited = _wait_until_ready(process, url)
+            exited = _wait_until_ready(process, slot.data_dir / "postmaster.pid")
         except BaseException:  # Ctrl-C while it starts: no server may outlive the attempt
             _process.stop(process)
             raise
@@ -358,19 +356,26 @@ def _free_port() -> int:
         return port
 
 
-def _wait_until_ready(process: subprocess.Popen[bytes], url: str) -> bool | None:
-    """None once ``url`` accepts connections; True if postgres exited first; False on timeout."""
+def _wait_until_ready(process: subprocess.Popen[bytes], pid_file: Path) -> bool | None:
+    """None once postgres accepts connections; True if it exited first; False on timeout.
+
+    Read from ``postmaster.pid``, whose 8th line postgres sets to ``ready`` then: trying to connect
+    instead would make the starting postmaster fork a backend per try, only to refuse it.
+    A file left by an earlier server names another pid, so it is not taken for ours.
+    """
     deadline = time.monotonic() + _READY_TIMEOUT
     while True:
         if process.poll() is not None:
             return True
         try:
-            psycopg.connect(url, connect_timeout=5).close()
+            lines = pid_file.read_text().splitlines()
+        except OSError:
+            lines = []
+        if len(lines) >= 8 and lines[0] == str(process.pid) and lines[7].strip() == "ready":
             return None
-        except psycopg.OperationalError:
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.01)
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
 
 
 def _tail(log: Path, lines: int = 15) -> str:
