@@ -51,7 +51,7 @@ class Sizes:
     """Of each of ``pg`` and ``pg_url``."""
 
 
-FULL = Sizes(10, 200, 3, 3, 400, 3, 100)
+FULL = Sizes(10, 200, 3, 5, 400, 3, 100)
 # Enough to see that every part works and roughly where it lands, in under two minutes.
 QUICK = Sizes(5, 30, 1, 1, 60, 1, 20)
 

@@ -27,7 +27,9 @@ import stat
 import statistics
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from caches import scratch_cache
@@ -39,38 +41,51 @@ _SERVICE_ACCOUNT = "unmocked"
 
 
 @dataclass(frozen=True)
-class StartupResult:
-    """Wall times of one-test runs, one per round, and the medians over bare."""
+class Paired:
+    """A one-test run's wall time and that of the bare one-test run made just before it.
 
-    bare_seconds: list[float]
-    cold_seconds: list[float]
-    warm_seconds: list[float]
-    peer_cold_seconds: list[float]
+    On a shared machine the load drifts within seconds; a bare run next to each measured run
+    cancels more of it than one bare figure for the whole round would.
+    """
+
+    bare_seconds: float
+    run_seconds: float
+
+
+def median_over_bare(pairs: list[Paired]) -> float | None:
+    """Median of each run's wall time minus its own bare run's; None when there are no runs."""
+    if not pairs:
+        return None
+    return statistics.median(pair.run_seconds - pair.bare_seconds for pair in pairs)
+
+
+@dataclass(frozen=True)
+class StartupResult:
+    """One pair per round for each kind of start."""
+
+    cold: list[Paired]
+    warm: list[Paired]
+    peer_cold: list[Paired]
     """Empty when the peer could not run here; ``peer_note`` says why."""
     peer_note: str
     testcontainers_note: str
 
     @property
-    def bare(self) -> float:
-        return statistics.median(self.bare_seconds)
-
-    @property
     def cold_over_bare(self) -> float:
-        return statistics.median(self.cold_seconds) - self.bare
+        return median_over_bare(self.cold) or 0.0
 
     @property
     def warm_over_bare(self) -> float:
-        return statistics.median(self.warm_seconds) - self.bare
+        return median_over_bare(self.warm) or 0.0
 
     @property
     def peer_cold_over_bare(self) -> float | None:
-        if not self.peer_cold_seconds:
-            return None
-        return statistics.median(self.peer_cold_seconds) - self.bare
+        return median_over_bare(self.peer_cold)
 
 
 def measure_startup(workspace: Path, repeat: int) -> StartupResult:
-    """``repeat`` rounds of bare, unmocked cold, unmocked warm and the peer's cold start."""
+    """``repeat`` rounds of unmocked cold, unmocked warm and the peer's cold start, each after a
+    bare run."""
     migrations = workspace / "startup-migrations"
     write_migrations(migrations)
     bare = lay_out(workspace / "startup-bare", {"test_suite.py": "suite_bare.py"})
@@ -83,31 +98,40 @@ def measure_startup(workspace: Path, repeat: int) -> StartupResult:
     pg_ctl = find_pg_ctl()
     account = _SERVICE_ACCOUNT if os.getuid() == 0 else None
     peer_note = _peer_note(pg_ctl, account)
-    times: dict[str, list[float]] = {"bare": [], "cold": [], "warm": [], "peer": []}
+
+    def after_bare(run: Callable[[], float]) -> Paired:
+        return Paired(timed_run(bare, 1, env).wall_seconds, run())
+
+    pairs: dict[str, list[Paired]] = {"cold": [], "warm": [], "peer": []}
     # One untimed bare run: Python's byte-code caches, for everyone.
     timed_run(bare, 1, env)
     for round_number in range(1, repeat + 1):
-        times["bare"].append(timed_run(bare, 1, env).wall_seconds)
         with scratch_cache() as cache:
             cached_env = {**env, "UNMOCKED_CACHE_DIR": str(cache)}
-            plugin = ["unmocked.plugin"]
-            times["cold"].append(timed_run(unmocked, 1, cached_env, plugin).wall_seconds)
-            times["warm"].append(timed_run(unmocked, 1, cached_env, plugin).wall_seconds)
+            unmocked_run = partial(_unmocked_wall_seconds, unmocked, cached_env)
+            pairs["cold"].append(after_bare(unmocked_run))
+            pairs["warm"].append(after_bare(unmocked_run))
         if pg_ctl is not None and not peer_note:
-            times["peer"].append(_peer_cold_start(pg_ctl, account, env))
+            pairs["peer"].append(after_bare(lambda: _peer_cold_start(pg_ctl, account, env)))
         progress(
-            f"start-up: round {round_number}/{repeat}  bare {times['bare'][-1]:.2f} s  "
-            f"unmocked cold {times['cold'][-1]:.2f} s, warm {times['warm'][-1]:.2f} s  "
-            + (f"pytest-postgresql {times['peer'][-1]:.2f} s" if times["peer"] else peer_note)
+            f"start-up: round {round_number}/{repeat}  "
+            + "  ".join(
+                f"{kind} {found[-1].run_seconds:.2f} s (bare {found[-1].bare_seconds:.2f} s)"
+                for kind, found in pairs.items()
+                if found
+            )
         )
     return StartupResult(
-        bare_seconds=times["bare"],
-        cold_seconds=times["cold"],
-        warm_seconds=times["warm"],
-        peer_cold_seconds=times["peer"],
+        cold=pairs["cold"],
+        warm=pairs["warm"],
+        peer_cold=pairs["peer"],
         peer_note=peer_note,
         testcontainers_note=testcontainers_note(),
     )
+
+
+def _unmocked_wall_seconds(folder: Path, env: dict[str, str]) -> float:
+    return timed_run(folder, 1, env, ["unmocked.plugin"]).wall_seconds
 
 
 def find_pg_ctl() -> Path | None:
