@@ -34,19 +34,20 @@ from dataclasses import dataclass
 from typing import cast
 
 import psycopg
-from psycopg import sql
-from psycopg.pq import ExecStatus, PGconn, PollingStatus
+from psycopg import pq, sql
+from psycopg.pq import ConnStatus, DiagnosticField, ExecStatus, PollingStatus
 
 from unmocked import ownership, reset_sql
-from unmocked.errors import UnmockedError
+from unmocked.errors import DatabaseError, UnmockedError
 from unmocked.migrations import digest
 from unmocked.ownership import AdminConnection, Owner
 from unmocked.templates import Template, clone_strategy, ensure_template
 from unmocked.urls import with_database
 
-# Databases a process holds for pg_url at most: one for the test running, the others being reset
-# meanwhile (a session started for one, the reset sent to the other).
-POOL_SIZE = 3
+# Databases a process holds for pg_url at most: one for the test running, the others on their way
+# back to the template's state (renamed, reconnected, reset) meanwhile. Each is a full copy of the
+# template, so they are cloned only when every one is busy.
+POOL_SIZE = 4
 
 # How long ending a test's sessions may take before the database is given up (dropped) instead.
 SESSION_END_SECONDS = 5
@@ -134,57 +135,88 @@ def why_reset_is_unavailable(conn: AdminConnection) -> str | None:
 
 
 class _Resetting:
-    """A reset under way on a connection of its own, advanced without waiting where it can.
+    """A reset under way, advanced through libpq's non-blocking calls without waiting where it can.
 
-    The connection is opened and the reset sent through libpq's non-blocking calls, so that the
-    server starts the session and runs the reset while the next test runs on another database.
+    Its stages: ``queued`` until the connection that renames databases is free; ``renaming`` while
+    that connection ends the test's sessions and renames (steps 1-3); ``connecting`` while a session
+    of our own starts in the database; ``resetting`` while step 4 runs. So the server does all of
+    it while the next test runs on another database.
     """
 
-    def __init__(self, database: FreshDatabase, url: str) -> None:
+    def __init__(self, database: FreshDatabase, new_name: str, rename: bytes) -> None:
         self.database = database
-        self.pgconn = PGconn.connect_start(url.encode())
-        self.sent = False
+        self.new_name = new_name
+        self.rename = rename
+        self.stage = "queued"
+        self.inside: pq.abc.PGconn | None = None
+        self.polling = PollingStatus.WRITING  # as libpq says to act right after connect_start
+        self.retried = False
+        self.failure: str | None = None
+        """Why the rename was refused (``unmocked: settings``...), when it was."""
         self.outcome: bool | None = None
         """None while under way; then True when the database is back in the template's state."""
 
-    def advance(self, wait: bool) -> bool:
+    def advance(self, renamer: pq.abc.PGconn, admin_url: str, wait: bool) -> bool:
         """Take the reset as far as it goes (to its end with ``wait``); True once it ended."""
-        pgconn = self.pgconn
-        while not self.sent:
-            status = pgconn.connect_poll()
-            if status == PollingStatus.OK:
-                pgconn.send_query(reset_sql.RESET.encode())
-                self.sent = True
-            elif status == PollingStatus.FAILED:
+        if self.stage == "queued":
+            renamer.send_query(self.rename)
+            self.stage = "renaming"
+        if self.stage == "renaming":
+            renamed = _result(renamer, wait)
+            if renamed is None:
+                return False
+            if renamed.status != ExecStatus.COMMAND_OK:
+                message = renamed.error_field(DiagnosticField.MESSAGE_PRIMARY)
+                self.failure = message.decode() if message else "failed"
                 return self._end(False)
-            elif not wait:
+            self.database.name = self.new_name
+            self.inside = pq.PGconn.connect_start(with_database(admin_url, self.new_name).encode())
+            self.stage = "connecting"
+        inside = self.inside
+        assert inside is not None
+        while self.stage == "connecting":
+            if self.polling == PollingStatus.FAILED or inside.status == ConnStatus.BAD:
+                return self._end(False)
+            reading = self.polling == PollingStatus.READING
+            ready = select.select(
+                [inside.socket] if reading else [],
+                [] if reading else [inside.socket],
+                [],
+                None if wait else 0,
+            )
+            if not any(ready):
                 return False
-            elif status == PollingStatus.READING:
-                select.select([pgconn.socket], [], [])
-            else:
-                select.select([], [pgconn.socket], [])
-        while pgconn.flush():
-            select.select([], [pgconn.socket], [])
-        pgconn.consume_input()
-        while pgconn.is_busy():
-            if not wait:
-                return False
-            select.select([pgconn.socket], [], [])
-            pgconn.consume_input()
-        result = pgconn.get_result()
-        while pgconn.get_result() is not None:
-            pass
-        return self._end(
-            result is not None
-            and result.status == ExecStatus.TUPLES_OK
-            and result.get_value(0, 0) is None
-        )
+            self.polling = PollingStatus(inside.connect_poll())
+            if self.polling == PollingStatus.OK:
+                inside.send_query(reset_sql.RESET.encode())
+                self.stage = "resetting"
+        reset = _result(inside, wait)
+        if reset is None:
+            return False
+        return self._end(reset.status == ExecStatus.TUPLES_OK and reset.get_value(0, 0) is None)
 
     def _end(self, outcome: bool) -> bool:
-        # Its session ends while the next test starts; acquire() waits for that.
-        self.pgconn.finish()
+        if self.inside is not None:
+            self.inside.finish()  # its session ends while the next test starts; acquire() waits
         self.outcome = outcome
         return True
+
+
+def _result(pgconn: pq.abc.PGconn, wait: bool) -> pq.abc.PGresult | None:
+    """The result of the one query sent on ``pgconn``; None while it runs and not ``wait``."""
+    while pgconn.flush():
+        select.select([], [pgconn.socket], [])
+    pgconn.consume_input()
+    while pgconn.is_busy():
+        if not wait:
+            return None
+        select.select([pgconn.socket], [], [])
+        pgconn.consume_input()
+    result = pgconn.get_result()
+    while pgconn.get_result() is not None:
+        pass
+    assert result is not None
+    return result
 
 
 class FreshDatabases:
@@ -216,6 +248,8 @@ class FreshDatabases:
         """Databases this process holds: in use, being reset or ready."""
         self._cluster_objects: frozenset[str] | None = None
         self._source: str | None = None
+        self._renamer: pq.abc.PGconn | None = None
+        """Our connection that renames databases between tests, driven without waiting."""
         self.reset_unavailable = why_reset_is_unavailable(admin)
         """Why databases are dropped and cloned instead of reset, or None when they are reset."""
 
@@ -263,12 +297,11 @@ class FreshDatabases:
         row = self.admin.execute(f"SELECT {_CLUSTER_OBJECTS}").fetchone()
         before, self._cluster_objects = self._cluster_objects, _texts(row[0] if row else [])
         appeared = set(self._cluster_objects - (before or frozenset()))
-        resetting = self._start_reset(database) if self.reset_unavailable is None else None
-        if resetting is None:
+        if self.reset_unavailable is None:
+            self._start_reset(database)
+        else:
             self._databases -= 1
             _drop(self.admin, database.oid, self.run_id)
-        else:
-            self._resetting.append(resetting)
         return appeared
 
     def keep(self, database: FreshDatabase, test_name: str) -> str:
@@ -292,6 +325,9 @@ class FreshDatabases:
         self._advance_resets(wait=True)
         while self._ready:
             _drop(self.admin, self._ready.pop().oid, self.run_id)
+        if self._renamer is not None:
+            self._renamer.finish()
+            self._renamer = None
 
     def _clone_source(self) -> str:
         """The template pg_url databases are cloned from; falls back to the plain template."""
@@ -316,30 +352,44 @@ class FreshDatabases:
     def _clone_strategy(self) -> str | None:
         return clone_strategy(self.admin)
 
-    def _start_reset(self, database: FreshDatabase) -> _Resetting | None:
-        """Steps 1-3 of the module's docstring, and step 4 sent; None when it must be dropped."""
+    def _start_reset(self, database: FreshDatabase) -> _Resetting:
+        """Queue the reset of ``database`` and take it as far as it goes without waiting."""
         new_name = self._new_name()
-        for attempt in range(2):
-            try:
-                self.admin.execute(_end_sessions_and_rename(self.admin, database, new_name))
-                break
-            except psycopg.Error as error:
-                if error.diag.message_primary != "unmocked: settings" or attempt:
-                    return None  # dropped, renamed or altered by the test: clone anew
-                ownership.roll_back_prepared(self.admin, database.name)
-                _reset_settings(self.admin, database)
-        database.name = new_name
-        resetting = _Resetting(database, with_database(self.admin_url, new_name))
-        resetting.advance(wait=False)
+        rename = _end_sessions_and_rename(self.admin, database, new_name)
+        resetting = _Resetting(database, new_name, rename.as_bytes(self.admin))
+        self._resetting.append(resetting)
+        self._advance_resets(wait=False)
         return resetting
 
     def _advance_resets(self, wait: bool, count: int | None = None) -> None:
         """Advance the resets under way, oldest first (``count`` of them to their end with
-        ``wait``); a database whose reset ended is ready for a next test, or dropped."""
+        ``wait``); a database whose reset ended is ready for a next test, or dropped.
+
+        One connection renames, one database at a time, in the order the tests ended.
+        """
+        if self._renamer is None:
+            self._renamer = pq.PGconn.connect(self.admin_url.encode())
+            if self._renamer.status == ConnStatus.BAD:
+                message = self._renamer.error_message.decode(errors="replace").strip()
+                raise DatabaseError(f"unmocked could not connect to reset databases: {message}")
+        renamer = self._renamer
         for resetting in list(self._resetting[:count]):
-            if not resetting.advance(wait):
+            renaming = any(
+                other.stage == "renaming" for other in self._resetting if other is not resetting
+            )
+            if resetting.stage == "queued" and renaming:
+                break  # renames go in order
+            if not resetting.advance(renamer, self.admin_url, wait):
                 continue
             self._resetting.remove(resetting)
+            if resetting.failure == "unmocked: settings" and not resetting.retried:
+                # Undone here, then renamed again: prepared transactions, database settings.
+                ownership.roll_back_prepared(self.admin, resetting.database.name)
+                _reset_settings(self.admin, resetting.database)
+                resetting.stage, resetting.retried, resetting.failure = "queued", True, None
+                self._resetting.insert(0, resetting)
+                self._advance_resets(wait, count)
+                return
             if resetting.outcome:
                 resetting.database.cloned = False
                 self._ready.append(resetting.database)
