@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from unmocked.errors import ServerError
-from unmocked.servers import RunningServer, Server, _process
+from unmocked.servers import RunningServer, Server, _process, start_from_binaries
 from unmocked.servers._slots import locked
 from unmocked.settings import Settings
 
@@ -56,8 +56,6 @@ def up(settings: Settings) -> tuple[Record, bool]:
 
     Returns the record and True, or the record of the server already up and False.
     """
-    from unmocked.servers import start_from_binaries
-
     with _locked(settings.cache_dir):
         found = _live_record(settings.cache_dir, forget_stale=True)
         if found is not None:
