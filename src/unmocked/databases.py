@@ -16,8 +16,10 @@ databases are cloned from a copy of the template that carries the reset machiner
 4. one function call inside it puts back the written tables' rows, the sequences and the large
    objects, or says why it cannot (the schema changed), and then it is dropped and cloned anew.
 
-Objects of the whole server (roles, databases, tablespaces, replication slots) cannot be put back
-inside one database: :func:`cluster_objects` takes a snapshot, and the caller names the new ones.
+Steps 1-4 run on the server while the next test runs on another database (see
+:class:`FreshDatabases`). Objects of the whole server (roles, databases, tablespaces, replication
+slots) cannot be put back inside one database: :meth:`FreshDatabases.release` returns those that
+appeared during the test, for the caller to name.
 
 A server that does not allow event triggers (a role that is not superuser, on a server given by
 URL) or is older than PostgreSQL 14 (which cannot wait for a session to end) gets a clone per test
@@ -367,6 +369,8 @@ class FreshDatabases:
 
         One connection renames, one database at a time, in the order the tests ended.
         """
+        if not self._resetting:
+            return
         if self._renamer is None:
             self._renamer = pq.PGconn.connect(self.admin_url.encode())
             if self._renamer.status == ConnStatus.BAD:
