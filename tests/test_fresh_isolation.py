@@ -374,6 +374,40 @@ def unmocked(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str
     )
 
 
+def test_a_schema_reset_cannot_undo_is_cloned_per_test_and_the_summary_says_why(
+    user_project: pytest.Pytester,
+) -> None:
+    (user_project.path / "migrations" / "002_always.sql").write_text(
+        "CREATE TABLE audit (what text);\n"
+        "CREATE FUNCTION audit_user() RETURNS trigger LANGUAGE plpgsql AS $$\n"
+        "BEGIN INSERT INTO audit VALUES (NEW.email); RETURN NEW; END $$;\n"
+        "CREATE TRIGGER users_audit AFTER INSERT ON users\n"
+        "  FOR EACH ROW EXECUTE FUNCTION audit_user();\n"
+        "ALTER TABLE users ENABLE ALWAYS TRIGGER users_audit;\n"
+    )
+    user_project.makepyfile(
+        """
+        import psycopg
+        import pytest
+
+        @pytest.mark.parametrize("turn", range(4))
+        def test_writes_and_sees_only_its_own(pg_url, turn):
+            with psycopg.connect(pg_url, autocommit=True) as conn:
+                assert conn.execute("SELECT count(*) FROM audit").fetchone()[0] == 0
+                conn.execute("INSERT INTO users (email) VALUES ('a@example.com')")
+        """
+    )
+    result = user_project.runpytest("-p", "no:randomly")
+    result.assert_outcomes(passed=4)
+    result.stdout.fnmatch_lines(
+        [
+            "*4 fresh databases (0 reset, 4 cloned)*",
+            "unmocked: pg_url databases were cloned for every test, not reset: a trigger of the "
+            "schema is ENABLE ALWAYS or REPLICA, so it would act during reset",
+        ]
+    )
+
+
 @pytest.fixture
 def plain_role_url() -> Iterator[str]:
     """An admin URL on the running server for a role that may create databases, no superuser."""

@@ -288,7 +288,10 @@ class FreshDatabases:
         if row is None:
             raise UnmockedError(f"the database {name!r} vanished right after it was cloned")
         self._databases += 1
-        return FreshDatabase(name, int(str(row[0])), str(row[1]), cloned=True)
+        database = FreshDatabase(name, int(str(row[0])), str(row[1]), cloned=True)
+        if self._databases == 1 and self.reset_unavailable is None:
+            self._learn_whether_the_schema_allows_reset(database)
+        return database
 
     def release(self, database: FreshDatabase) -> set[str]:
         """Start putting ``database`` back to the template's state for a later test, or drop it.
@@ -349,6 +352,20 @@ class FreshDatabases:
                 except (UnmockedError, psycopg.Error) as error:
                     self.reset_unavailable = f"preparing the template for reset failed: {error}"
         return self._source
+
+    def _learn_whether_the_schema_allows_reset(self, database: FreshDatabase) -> None:
+        """Read, once, whether the template's schema lets reset work at all (see reset_sql).
+
+        When it does not, every test gets a new clone, and the run's summary says why.
+        """
+        with psycopg.connect(with_database(self.admin_url, database.name)) as inside:
+            row = inside.execute(f"SELECT cannot_reset FROM {reset_sql.SCHEMA}.facts").fetchone()
+        if row and row[0]:
+            self.reset_unavailable = str(row[0])
+        while self.admin.execute(
+            "SELECT FROM pg_stat_activity WHERE datid = %s", (database.oid,)
+        ).fetchone():
+            time.sleep(0.0005)
 
     @functools.cached_property
     def _clone_strategy(self) -> str | None:
