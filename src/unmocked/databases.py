@@ -299,9 +299,7 @@ class FreshDatabases:
         Returns the roles, databases... that appeared on the server since :meth:`acquire`.
         """
         self._advance_resets(wait=False)
-        row = self.admin.execute(f"SELECT {_CLUSTER_OBJECTS}").fetchone()
-        before, self._cluster_objects = self._cluster_objects, _texts(row[0] if row else [])
-        appeared = set(self._cluster_objects - (before or frozenset()))
+        appeared = self._cluster_objects_appeared()
         if self.reset_unavailable is None:
             self._start_reset(database)
         else:
@@ -309,21 +307,29 @@ class FreshDatabases:
             _drop(self.admin, database.oid, self.run_id)
         return appeared
 
-    def keep(self, database: FreshDatabase, test_name: str) -> str:
-        """Leave ``database`` as its test left it, for ``unmocked psql``; return its name.
+    def keep(self, database: FreshDatabase, test_name: str) -> tuple[str, set[str]]:
+        """Leave ``database`` as its test left it, for ``unmocked psql``.
 
         Its comment says it is kept, so this run's end leaves it and later runs collect it only
-        after :data:`unmocked.ownership.KEPT_FOR_SECONDS` (``unmocked gc`` at once).
+        after :data:`unmocked.ownership.KEPT_FOR_SECONDS` (``unmocked gc`` at once). Returns its
+        name, and what :meth:`release` would.
         """
         self._databases -= 1
+        appeared = self._cluster_objects_appeared()
         row = self.admin.execute(
             "SELECT datname FROM pg_database WHERE oid = %s", (database.oid,)
         ).fetchone()
         if row is None:
-            return database.name  # the test dropped it
+            return database.name, appeared  # the test dropped it
         owner = Owner("kept", run=self.run_id, test=test_name, since=int(time.time()))
         ownership.record_owner(self.admin, str(row[0]), owner)
-        return str(row[0])
+        return str(row[0]), appeared
+
+    def _cluster_objects_appeared(self) -> set[str]:
+        """Roles, databases... new since the last look (at this test's start, or the last end)."""
+        row = self.admin.execute(f"SELECT {_CLUSTER_OBJECTS}").fetchone()
+        before, self._cluster_objects = self._cluster_objects, _texts(row[0] if row else [])
+        return set(self._cluster_objects - (before or frozenset()))
 
     def close(self) -> None:
         """Finish the resets under way and drop every database."""

@@ -262,8 +262,9 @@ class UnmockedSession(Closeable):
 
     def _keep_or_release(self, database: FreshDatabase, test_name: str) -> set[str]:
         if len(self.counters.kept) < KEEP_AT_MOST:
-            self.counters.kept[self._fresh.keep(database, test_name)] = test_name
-            return set()
+            name, appeared = self._fresh.keep(database, test_name)
+            self.counters.kept[name] = test_name
+            return appeared
         self.counters.kept_discarded += 1
         return self._fresh.release(database)
 
