@@ -103,8 +103,10 @@ class Cache:
 
 def _cache(path: Path) -> Iterator[Cache]:
     cache = Cache(path)
-    yield cache
-    cache.remove()
+    try:
+        yield cache
+    finally:
+        cache.remove()
 
 
 @pytest.fixture
@@ -115,9 +117,13 @@ def cache(tmp_path: Path) -> Iterator[Cache]:
 @pytest.fixture(scope="module")
 def up_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cache]:
     """A cache folder whose server ``unmocked up`` started, for tests that only attach to it."""
-    for cache in _cache(tmp_path_factory.mktemp("up-cache")):
+    caches = _cache(tmp_path_factory.mktemp("up-cache"))
+    cache = next(caches)
+    try:
         cache.up()
         yield cache
+    finally:
+        caches.close()  # runs _cache's clean-up: `unmocked down`, then the RAM it used
 
 
 @pytest.fixture
