@@ -396,5 +396,10 @@ def test_data_of_a_deleted_cache_folder_is_swept_once_no_server_uses_it(tmp_path
     running.close()
     data_root(tmp_path / "yet-another-cache", service_account())
     assert not cluster.exists()
+    set_aside = cluster.parent.with_name(f"{cluster.parent.name}.deleted")
+    deadline = time.monotonic() + 10
+    while set_aside.exists() and time.monotonic() < deadline:  # deleted in the background
+        time.sleep(0.02)
+    assert not set_aside.exists()
     for name in ("another-cache", "yet-another-cache"):
         Cache(tmp_path / name).remove()

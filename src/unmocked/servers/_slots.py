@@ -14,6 +14,7 @@ import hashlib
 import os
 import shutil
 import stat
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,19 +59,26 @@ def _sweep_orphans(base: Path) -> None:
     """Delete the data of cache folders that are gone (pytest's tmp_path ones), unless in use.
 
     Data in /dev/shm costs RAM until the next reboot; a cache folder nobody can name again would
-    otherwise keep its clusters there forever.
+    otherwise keep its clusters there forever. Only the renames happen before we go on: deleting
+    a cluster's thousands of files takes a tenth of a second or more, which the run that found
+    them need not wait for, so a daemon thread does it. A run that ends first leaves the rest to
+    the next sweep.
     """
+    trash: list[Path] = []
     for root in base.iterdir():
         try:
             if root.name.endswith(".deleted"):
-                shutil.rmtree(root)  # a sweep that was killed half-way
+                trash.append(root)  # a sweep that did not finish
             elif not Path((root / _CACHE_MARK).read_text()).exists():
-                _delete_unless_in_use(root)
+                trash += _set_aside_unless_in_use(root)
         except OSError:
             continue  # not ours to judge, being made right now, or swept by another run
+    if trash:
+        threading.Thread(target=_delete, args=(trash,), daemon=True).start()
 
 
-def _delete_unless_in_use(root: Path) -> None:
+def _set_aside_unless_in_use(root: Path) -> list[Path]:
+    """``root`` renamed to ``<root>.deleted``, or nothing when a server still runs there."""
     with contextlib.ExitStack() as held:
         for lock in root.glob("*/slot-*.lock"):
             fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC)
@@ -78,10 +86,15 @@ def _delete_unless_in_use(root: Path) -> None:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                return  # a server runs there: its cache folder was deleted under it
+                return []  # a server runs there: its cache folder was deleted under it
         trash = root.with_name(f"{root.name}.deleted")
         root.rename(trash)  # one step, so no run ever sees a half-deleted cluster
-    shutil.rmtree(trash, ignore_errors=True)
+    return [trash]
+
+
+def _delete(folders: list[Path]) -> None:
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)  # another sweep may be deleting it too
 
 
 def own_dir(path: Path, mode: int) -> Path:
