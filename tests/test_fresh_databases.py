@@ -1,5 +1,5 @@
-"""``pg_url`` gives each test a brand-new migrated database where every connection sees real
-commits, and the database is gone after the test."""
+"""``pg_url`` gives each test a migrated database of its own where every connection sees real
+commits; once the test ended, its URL leads nowhere (the database is reset under a new name)."""
 
 from __future__ import annotations
 
@@ -39,26 +39,29 @@ def test_fresh_database_sees_commits_from_other_connections(
     user_project.runpytest().assert_outcomes(passed=3)
 
 
-def test_fresh_database_is_gone_after_the_test(user_project: pytest.Pytester) -> None:
+def test_fresh_database_url_is_dead_once_the_test_ended(user_project: pytest.Pytester) -> None:
     user_project.makepyfile(
         """
         import psycopg
+        import pytest
         from unmocked.urls import database_of
 
         seen = []
 
         def test_a_uses_a_database(pg_url):
-            seen.append(database_of(pg_url))
+            seen.append(pg_url)
             with psycopg.connect(pg_url, autocommit=True) as conn:
                 conn.execute("INSERT INTO users (email) VALUES ('a@example.com')")
 
-        def test_b_its_database_is_gone_and_mine_is_empty(pg_url, pg_server):
-            assert database_of(pg_url) != seen[0]
+        def test_b_its_url_is_dead_and_mine_is_empty(pg_url, pg_server):
+            assert database_of(pg_url) != database_of(seen[0])
             with psycopg.connect(pg_server.url, autocommit=True) as admin:
                 gone = admin.execute(
-                    "SELECT count(*) FROM pg_database WHERE datname = %s", (seen[0],)
+                    "SELECT count(*) FROM pg_database WHERE datname = %s", (database_of(seen[0]),)
                 ).fetchone()[0]
             assert gone == 0
+            with pytest.raises(psycopg.OperationalError, match="does not exist"):
+                psycopg.connect(seen[0])
             with psycopg.connect(pg_url) as conn:
                 assert conn.execute("SELECT count(*) FROM users").fetchone()[0] == 0
         """

@@ -16,10 +16,10 @@ databases are cloned from a copy of the template that carries the reset machiner
 4. one function call inside it puts back the written tables' rows, the sequences and the large
    objects, or says why it cannot (the schema changed), and then it is dropped and cloned anew.
 
-Steps 1-4 run on the server while the next test runs on another database (see
-:class:`FreshDatabases`). Objects of the whole server (roles, databases, tablespaces, replication
-slots) cannot be put back inside one database: :meth:`FreshDatabases.release` returns those that
-appeared during the test, for the caller to name.
+Steps 1-3 happen as the test ends, so its URL is dead at once; step 4 runs on the server while
+the next test runs on another database (see :class:`FreshDatabases`). Objects of the whole server
+(roles, databases, tablespaces, replication slots) cannot be put back inside one database:
+:meth:`FreshDatabases.release` returns those that appeared during the test, for the caller to name.
 
 A server that does not allow event triggers (a role that is not superuser, on a server given by
 URL) or is older than PostgreSQL 14 (which cannot wait for a session to end) gets a clone per test
@@ -37,18 +37,18 @@ from typing import cast
 
 import psycopg
 from psycopg import pq, sql
-from psycopg.pq import ConnStatus, DiagnosticField, ExecStatus, PollingStatus
+from psycopg.pq import ConnStatus, ExecStatus, PollingStatus
 
 from unmocked import ownership, reset_sql
-from unmocked.errors import DatabaseError, UnmockedError
+from unmocked.errors import UnmockedError
 from unmocked.migrations import digest
 from unmocked.ownership import AdminConnection, Owner
 from unmocked.templates import Template, clone_strategy, ensure_template
 from unmocked.urls import with_database
 
 # Databases a process holds for pg_url at most: one for the test running, the others on their way
-# back to the template's state (renamed, reconnected, reset) meanwhile. Each is a full copy of the
-# template, so they are cloned only when every one is busy.
+# back to the template's state (a session of ours starting in them, the reset running) meanwhile.
+# Each is a full copy of the template, so they are cloned only when every one is busy.
 POOL_SIZE = 4
 
 # How long ending a test's sessions may take before the database is given up (dropped) instead.
@@ -137,45 +137,23 @@ def why_reset_is_unavailable(conn: AdminConnection) -> str | None:
 
 
 class _Resetting:
-    """A reset under way, advanced through libpq's non-blocking calls without waiting where it can.
+    """Step 4 under way, advanced through libpq's non-blocking calls without waiting where it can.
 
-    Its stages: ``queued`` until the connection that renames databases is free; ``renaming`` while
-    that connection ends the test's sessions and renames (steps 1-3); ``connecting`` while a session
-    of our own starts in the database; ``resetting`` while step 4 runs. So the server does all of
-    it while the next test runs on another database.
+    Its stages: ``connecting`` while a session of our own starts in the database, ``resetting``
+    while the reset runs. So the server does both while the next test runs on another database.
     """
 
-    def __init__(self, database: FreshDatabase, new_name: str, rename: bytes) -> None:
+    def __init__(self, database: FreshDatabase, url: str) -> None:
         self.database = database
-        self.new_name = new_name
-        self.rename = rename
-        self.stage = "queued"
-        self.inside: pq.abc.PGconn | None = None
+        self.inside = pq.PGconn.connect_start(url.encode())
+        self.stage = "connecting"
         self.polling = PollingStatus.WRITING  # as libpq says to act right after connect_start
-        self.retried = False
-        self.failure: str | None = None
-        """Why the rename was refused (``unmocked: settings``...), when it was."""
         self.outcome: bool | None = None
         """None while under way; then True when the database is back in the template's state."""
 
-    def advance(self, renamer: pq.abc.PGconn, admin_url: str, wait: bool) -> bool:
+    def advance(self, wait: bool) -> bool:
         """Take the reset as far as it goes (to its end with ``wait``); True once it ended."""
-        if self.stage == "queued":
-            renamer.send_query(self.rename)
-            self.stage = "renaming"
-        if self.stage == "renaming":
-            renamed = _result(renamer, wait)
-            if renamed is None:
-                return False
-            if renamed.status != ExecStatus.COMMAND_OK:
-                message = renamed.error_field(DiagnosticField.MESSAGE_PRIMARY)
-                self.failure = message.decode() if message else "failed"
-                return self._end(False)
-            self.database.name = self.new_name
-            self.inside = pq.PGconn.connect_start(with_database(admin_url, self.new_name).encode())
-            self.stage = "connecting"
         inside = self.inside
-        assert inside is not None
         while self.stage == "connecting":
             if self.polling == PollingStatus.FAILED or inside.status == ConnStatus.BAD:
                 return self._end(False)
@@ -198,8 +176,7 @@ class _Resetting:
         return self._end(reset.status == ExecStatus.TUPLES_OK and reset.get_value(0, 0) is None)
 
     def _end(self, outcome: bool) -> bool:
-        if self.inside is not None:
-            self.inside.finish()  # its session ends while the next test starts; acquire() waits
+        self.inside.finish()  # its session ends while the next test starts; acquire() waits
         self.outcome = outcome
         return True
 
@@ -250,8 +227,6 @@ class FreshDatabases:
         """Databases this process holds: in use, being reset or ready."""
         self._cluster_objects: frozenset[str] | None = None
         self._source: str | None = None
-        self._renamer: pq.abc.PGconn | None = None
-        """Our connection that renames databases between tests, driven without waiting."""
         self.reset_unavailable = why_reset_is_unavailable(admin)
         """Why databases are dropped and cloned instead of reset, or None when they are reset."""
 
@@ -300,11 +275,10 @@ class FreshDatabases:
         """
         self._advance_resets(wait=False)
         appeared = self._cluster_objects_appeared()
-        if self.reset_unavailable is None:
-            self._start_reset(database)
-        else:
-            self._databases -= 1
-            _drop(self.admin, database.oid, self.run_id)
+        if self.reset_unavailable is None and self._start_reset(database):
+            return appeared
+        self._databases -= 1
+        _drop(self.admin, database.oid, self.run_id)
         return appeared
 
     def keep(self, database: FreshDatabase, test_name: str) -> tuple[str, set[str]]:
@@ -336,9 +310,6 @@ class FreshDatabases:
         self._advance_resets(wait=True)
         while self._ready:
             _drop(self.admin, self._ready.pop().oid, self.run_id)
-        if self._renamer is not None:
-            self._renamer.finish()
-            self._renamer = None
 
     def _clone_source(self) -> str:
         """The template pg_url databases are cloned from; falls back to the plain template."""
@@ -377,46 +348,33 @@ class FreshDatabases:
     def _clone_strategy(self) -> str | None:
         return clone_strategy(self.admin)
 
-    def _start_reset(self, database: FreshDatabase) -> _Resetting:
-        """Queue the reset of ``database`` and take it as far as it goes without waiting."""
+    def _start_reset(self, database: FreshDatabase) -> bool:
+        """Steps 1-3 now, so that the test's URL is dead once it ended; step 4 started.
+
+        False when the database must be dropped instead.
+        """
         new_name = self._new_name()
-        rename = _end_sessions_and_rename(self.admin, database, new_name)
-        resetting = _Resetting(database, new_name, rename.as_bytes(self.admin))
-        self._resetting.append(resetting)
+        for attempt in range(2):
+            try:
+                self.admin.execute(_end_sessions_and_rename(self.admin, database, new_name))
+                break
+            except psycopg.Error as error:
+                if error.diag.message_primary != "unmocked: settings" or attempt:
+                    return False  # dropped, renamed or altered by the test: clone anew
+                ownership.roll_back_prepared(self.admin, database.name)
+                _reset_settings(self.admin, database)
+        database.name = new_name
+        self._resetting.append(_Resetting(database, with_database(self.admin_url, new_name)))
         self._advance_resets(wait=False)
-        return resetting
+        return True
 
     def _advance_resets(self, wait: bool, count: int | None = None) -> None:
         """Advance the resets under way, oldest first (``count`` of them to their end with
-        ``wait``); a database whose reset ended is ready for a next test, or dropped.
-
-        One connection renames, one database at a time, in the order the tests ended.
-        """
-        if not self._resetting:
-            return
-        if self._renamer is None:
-            self._renamer = pq.PGconn.connect(self.admin_url.encode())
-            if self._renamer.status == ConnStatus.BAD:
-                message = self._renamer.error_message.decode(errors="replace").strip()
-                raise DatabaseError(f"unmocked could not connect to reset databases: {message}")
-        renamer = self._renamer
+        ``wait``); a database whose reset ended is ready for a next test, or dropped."""
         for resetting in list(self._resetting[:count]):
-            renaming = any(
-                other.stage == "renaming" for other in self._resetting if other is not resetting
-            )
-            if resetting.stage == "queued" and renaming:
-                break  # renames go in order
-            if not resetting.advance(renamer, self.admin_url, wait):
+            if not resetting.advance(wait):
                 continue
             self._resetting.remove(resetting)
-            if resetting.failure == "unmocked: settings" and not resetting.retried:
-                # Undone here, then renamed again: prepared transactions, database settings.
-                ownership.roll_back_prepared(self.admin, resetting.database.name)
-                _reset_settings(self.admin, resetting.database)
-                resetting.stage, resetting.retried, resetting.failure = "queued", True, None
-                self._resetting.insert(0, resetting)
-                self._advance_resets(wait, count)
-                return
             if resetting.outcome:
                 resetting.database.cloned = False
                 self._ready.append(resetting.database)
