@@ -21,7 +21,7 @@ from unmocked import ownership, templates
 from unmocked.errors import UnmockedError
 from unmocked.servers import binaries
 from unmocked.session import UnmockedSession
-from unmocked.settings import Settings
+from unmocked.settings import Settings, project_ini
 from unmocked.urls import redact
 
 # Modules that each add commands: ``register(commands)`` adds sub-parsers whose defaults hold
@@ -46,9 +46,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         importlib.import_module(module).register(commands)
     args = parser.parse_args(argv)
     try:
-        settings = Settings.from_values(
-            {"unmocked_provider": args.provider}, os.environ, Path.cwd()
-        )
+        # Commands read the project's settings as pytest would: the same server, the same template.
+        root, ini = project_ini(Path.cwd())
+        flags = {
+            "unmocked_provider": args.provider,
+            "unmocked_migrations": getattr(args, "migrations", None),
+        }
+        settings = Settings.from_values(flags, os.environ, root, ini)
         status: int = args.handler(args, settings)
         return status
     except UnmockedError as error:

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import os
-from pathlib import Path
 from typing import Any
 
 from unmocked import run
 from unmocked.errors import ConfigurationError
-from unmocked.settings import Settings, parse_env_templates, project_ini
+from unmocked.settings import Settings, parse_env_templates
 
 
 def register(commands: argparse._SubParsersAction[Any]) -> None:
@@ -36,13 +34,10 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
     parser.set_defaults(handler=_run)
 
 
-def _run(args: argparse.Namespace, _settings: Settings) -> int:
+def _run(args: argparse.Namespace, settings: Settings) -> int:
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         raise ConfigurationError(
             "unmocked run needs a command to run, for example: unmocked run -- pytest -x"
         )
-    root, ini = project_ini(Path.cwd())
-    flags = {"unmocked_provider": args.provider, "unmocked_migrations": args.migrations}
-    settings = Settings.from_values(flags, os.environ, root, ini)
     return run.run(settings, command, parse_env_templates("\n".join(args.env)))

@@ -35,7 +35,12 @@ def run(settings: Settings, command: Sequence[str], templates: Sequence[tuple[st
                 f"unmocked run: {session.server.describe()}, database {export.database} in {names}",
                 file=sys.stderr,
             )
-            status = supervise(command, environment.apply(os.environ, export.variables))
+            # unmocked inside the command (its pytest plugin, a nested export) uses this server
+            # too, instead of starting a second one.
+            server = {"UNMOCKED_DATABASE_URL": session.server.url}
+            status = supervise(
+                command, environment.apply(os.environ, {**server, **export.variables})
+            )
         finally:
             export.close()
         for note in export.notes:
