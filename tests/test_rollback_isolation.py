@@ -95,6 +95,22 @@ def test_commit_checks_deferred_constraints_as_a_real_commit_would(
             pg.execute("INSERT INTO users (id, email) VALUES (42, 'late@example.com')")
             pg.commit()
 
+        def test_constraints_the_test_itself_adds_or_drops(pg):
+            pg.execute("CREATE TABLE parents (id int PRIMARY KEY)")
+            pg.execute(
+                "CREATE TABLE children (parent_id int "
+                "REFERENCES parents DEFERRABLE INITIALLY DEFERRED)"
+            )
+            pg.commit()
+            pg.execute("INSERT INTO children VALUES (1)")  # still deferred after the commit
+            pg.execute("INSERT INTO parents VALUES (1)")
+            pg.commit()
+            pg.execute("ALTER TABLE orders DROP CONSTRAINT orders_user_id_fkey")
+            pg.commit()  # the dropped constraint is not switched back to DEFERRED
+            pg.execute("INSERT INTO children VALUES (2)")
+            with pytest.raises(psycopg.errors.ForeignKeyViolation):
+                pg.commit()
+
         def test_transaction_block_commits_on_exit(pg):
             with pytest.raises(psycopg.errors.ForeignKeyViolation):
                 with pg.transaction():
@@ -108,7 +124,7 @@ def test_commit_checks_deferred_constraints_as_a_real_commit_would(
             assert sa_session.execute(text("SELECT count(*) FROM orders")).scalar() == 0
         """
     )
-    user_project.runpytest().assert_outcomes(passed=3)
+    user_project.runpytest().assert_outcomes(passed=4)
 
 
 def test_pg_and_sa_session_share_one_transaction(user_project: pytest.Pytester) -> None:

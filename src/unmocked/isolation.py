@@ -45,16 +45,24 @@ BEGIN
   END IF;
 END $unmocked$"""
 
-# The same check in plain statements, for the connections unmocked drives itself: the first round
-# trip checks and names the initially deferred constraints, the second switches those back (in
-# the unit of work that ends, so a later rollback of the next one cannot undo it), ends the unit
-# of work and starts the next. A DO block is compiled anew on every call, which made it cost more
-# than the rest of a test's isolation together.
-CHECK_AND_LIST_DEFERRED = (
-    b"SET CONSTRAINTS ALL IMMEDIATE; "
+# The same check in plain statements, for the connections unmocked drives itself. A DO block is
+# compiled anew on every call, and listing the initially deferred constraints scans pg_constraint
+# (hundreds of rows on a real schema): together they cost more than the rest of a test's
+# isolation. So the list is read once per connection and reused while the test has not written to
+# pg_constraint, which this process's statistics counters tell without a scan: they only grow
+# inside a transaction, so a count equal to the one read at the test's start means no change.
+CONSTRAINT_WRITES = (
+    b"SELECT pg_stat_get_xact_tuples_inserted('pg_constraint'::regclass) "
+    b"+ pg_stat_get_xact_tuples_updated('pg_constraint'::regclass) "
+    b"+ pg_stat_get_xact_tuples_deleted('pg_constraint'::regclass)"
+)
+CHECK_CONSTRAINTS = b"SET CONSTRAINTS ALL IMMEDIATE; " + CONSTRAINT_WRITES
+LIST_DEFERRED = (
     b"SELECT string_agg(format('%I.%I', n.nspname, c.conname), ', ') "
     b"FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace WHERE c.condeferred"
 )
+# Switching the initially deferred constraints back happens in the unit of work that ends, so a
+# rollback of the next one cannot undo it.
 NEXT_UNIT_OF_WORK = b"RELEASE SAVEPOINT " + UNIT_OF_WORK + b"; SAVEPOINT " + UNIT_OF_WORK
 
 # What survives a ROLLBACK in a session and could leak into the next test.
@@ -88,11 +96,17 @@ class UnitOfWork(psycopg.BaseConnection[Any]):
 
     # Set once the test is seen to have ended the outer transaction itself.
     _outer_transaction_lost = False
+    # pg_constraint's write count when the test began, and the initially deferred constraints of
+    # the schema every test starts from (None until read).
+    _constraint_writes: bytes | None = None
+    _template_deferred: bytes | None = None
 
     def begin_test(self) -> None:
         """Open the outer transaction and the first unit of work."""
         self._outer_transaction_lost = False
-        self._wait_blocking(self._script(b"BEGIN; SAVEPOINT " + UNIT_OF_WORK))
+        self._constraint_writes = self._wait_blocking(
+            self._script(b"BEGIN; SAVEPOINT " + UNIT_OF_WORK + b"; " + CONSTRAINT_WRITES)
+        )
 
     def end_test(self) -> None:
         """Roll everything back and clear session state; raise if the test escaped the transaction.
@@ -142,7 +156,7 @@ class UnitOfWork(psycopg.BaseConnection[Any]):
             yield from self._on_unit_of_work(b"ROLLBACK TO SAVEPOINT ")
             return
         try:
-            deferred = yield from self._script(CHECK_AND_LIST_DEFERRED)
+            deferred = yield from self._deferred_constraints()
         except psycopg.Error:
             # A failed COMMIT leaves nothing of the transaction behind; neither do we.
             yield from self._on_unit_of_work(b"ROLLBACK TO SAVEPOINT ")
@@ -153,6 +167,17 @@ class UnitOfWork(psycopg.BaseConnection[Any]):
         except psycopg.errors.InvalidSavepointSpecification:
             self._outer_transaction_lost = True
             raise
+
+    def _deferred_constraints(self) -> PQGen[bytes | None]:
+        """Check the deferred constraints now; return those to switch back to DEFERRED."""
+        writes = yield from self._script(CHECK_CONSTRAINTS)
+        unchanged = writes == self._constraint_writes
+        if unchanged and self._template_deferred is not None:
+            return self._template_deferred or None
+        deferred = yield from self._script(LIST_DEFERRED)
+        if unchanged:
+            self._template_deferred = deferred or b""
+        return deferred
 
     def _rollback_gen(self) -> PQGen[None]:
         if self._num_transactions or self._tpc:
@@ -194,8 +219,8 @@ class UnitOfWork(psycopg.BaseConnection[Any]):
         value: bytes | None = last.get_value(0, 0)
         return value
 
-    def _wait_blocking(self, gen: PQGen[Any]) -> None:
-        waiting.wait(gen, self.pgconn.socket)
+    def _wait_blocking(self, gen: PQGen[T]) -> T:
+        return waiting.wait(gen, self.pgconn.socket)
 
 
 class RollbackConnection(UnitOfWork, psycopg.Connection[Any]):
