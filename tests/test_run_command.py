@@ -38,6 +38,21 @@ LIST_DATABASES = (
 )
 
 
+def databases_seen_by_a_new_run(
+    folder: Path, unmocked_cache: Path
+) -> subprocess.CompletedProcess[str]:
+    """A new ``unmocked run`` on the same cached cluster, printing the databases it finds."""
+    return unmocked(
+        "run",
+        "--",
+        sys.executable,
+        "-c",
+        LIST_DATABASES,
+        cwd=folder,
+        env=embedded_env(unmocked_cache),
+    )
+
+
 def start_waiter(tmp_path: Path, env: dict[str, str]) -> tuple[subprocess.Popen[str], list[str]]:
     """``unmocked run`` of the waiter; returns it and the waiter's pid, port and database."""
     (tmp_path / "waiter.py").write_text(WAITER)
@@ -109,15 +124,7 @@ def test_sigterm_reaches_the_command_and_the_run_cleans_up(
 
     assert run.wait(60) == 7  # the command's own answer to SIGTERM
     assert not answers(port)
-    after = unmocked(
-        "run",
-        "--",
-        sys.executable,
-        "-c",
-        LIST_DATABASES,
-        cwd=tmp_path,
-        env=embedded_env(unmocked_cache),
-    )
+    after = databases_seen_by_a_new_run(tmp_path, unmocked_cache)
     assert database not in after.stdout.split()
 
 
@@ -133,15 +140,7 @@ def test_sigkill_of_unmocked_takes_the_command_and_the_server_with_it(
     assert eventually(lambda: gone(int(pid))), "the command outlived unmocked"
     assert eventually(lambda: not answers(port)), "the server outlived unmocked"
     # The next run on that cluster collects the database the killed run left.
-    after = unmocked(
-        "run",
-        "--",
-        sys.executable,
-        "-c",
-        LIST_DATABASES,
-        cwd=tmp_path,
-        env=embedded_env(unmocked_cache),
-    )
+    after = databases_seen_by_a_new_run(tmp_path, unmocked_cache)
     assert after.returncode == 0, after.stderr
     assert database not in after.stdout.split()
 

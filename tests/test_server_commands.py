@@ -18,6 +18,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from test_servers_binaries import is_running
 from unmocked import ownership
 from unmocked.servers import binaries
 from unmocked.servers._as_root import service_account
@@ -134,14 +135,6 @@ def project(tmp_path: Path) -> Path:
     (tmp_path / "pytest.ini").write_text("[pytest]\nunmocked_migrations = migrations\n")
     (tmp_path / "test_suite.py").write_text(SUITE)
     return tmp_path
-
-
-def is_running(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state not in ("Z", "X")
 
 
 def unmocked_databases(url: str) -> list[tuple[str, str]]:

@@ -56,9 +56,7 @@ def down(settings: Settings) -> int:
     """Stop the server; stopping none is not an error (the wanted state holds)."""
     record = persistent.down(settings)
     if record is None:
-        print(
-            f"unmocked down: no server started by `unmocked up` runs (cache {settings.cache_dir})"
-        )
+        _say_none_runs("down", settings)
     else:
         print(f"unmocked down: stopped {record.server.describe()} (pid {record.pid})")
     return 0
@@ -68,9 +66,7 @@ def status(settings: Settings) -> int:
     """Describe the ``up`` server; exit status 1 when none runs, for scripts to test."""
     record = persistent.find(settings)
     if record is None:
-        print(
-            f"unmocked status: no server started by `unmocked up` runs (cache {settings.cache_dir})"
-        )
+        _say_none_runs("status", settings)
         return 1
     server = record.server
     fits = "yes" if record.fits(settings) else "no (other provider, version or server settings)"
@@ -99,3 +95,9 @@ def _duration(seconds: float) -> str:
     minutes, seconds = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours} h {minutes} min {seconds} s" if hours else f"{minutes} min {seconds} s"
+
+
+def _say_none_runs(command: str, settings: Settings) -> None:
+    print(
+        f"unmocked {command}: no server started by `unmocked up` runs (cache {settings.cache_dir})"
+    )
