@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from urllib.parse import unquote, urlsplit
 
 from unmocked.errors import ConfigurationError
-from unmocked.urls import with_database, with_driver
+from unmocked.urls import database_of, with_database, with_driver
 
 PLACEHOLDERS = ("host", "port", "user", "password", "database", "url")
 _PLACEHOLDER = re.compile(r"\{([^{}:]*)(?::([^{}]*))?\}")
@@ -80,6 +80,6 @@ def _parts(url: str) -> dict[str, str]:
         "port": str(split.port or 5432),
         "user": unquote(split.username or ""),
         "password": unquote(split.password or ""),
-        "database": unquote(split.path.lstrip("/")),
+        "database": database_of(url),
         "url": url,
     }

@@ -180,7 +180,9 @@ class UnmockedSession(Closeable):
     def _clone_strategy(self) -> str | None:
         return clone_strategy(self.admin)
 
-    def _clone(self, kind: str) -> str:
+    def clone_database(self, kind: str) -> str:
+        """Name of a new database cloned from the template, for the caller to drop with
+        :meth:`drop_database` (the rollback database; ``unmocked run``'s for a whole command)."""
         started = time.perf_counter()
         name = f"{ownership.PREFIX}{self.run_id}_{kind}_{next(self._names)}"
         ownership.create_database(
@@ -193,19 +195,11 @@ class UnmockedSession(Closeable):
         self.counters.database_seconds += time.perf_counter() - started
         return name
 
-    def _drop(self, name: str) -> None:
+    def drop_database(self, name: str) -> None:
+        """Drop a database :meth:`clone_database` made."""
         started = time.perf_counter()
         ownership.drop_database(self.admin, name)
         self.counters.database_seconds += time.perf_counter() - started
-
-    def clone_database(self, kind: str) -> str:
-        """Name of a new database cloned from the template, for the caller to drop with
-        :meth:`drop_database` (``unmocked run`` keeps it for a whole command)."""
-        return self._clone(kind)
-
-    def drop_database(self, name: str) -> None:
-        """Drop a database :meth:`clone_database` made."""
-        self._drop(name)
 
     @property
     def _fresh(self) -> FreshDatabases:
@@ -286,7 +280,7 @@ class UnmockedSession(Closeable):
         each test inside a transaction that is rolled back afterwards.
         """
         if self._rollback_database is None:
-            self._rollback_database = self._clone("rollback")
+            self._rollback_database = self.clone_database("rollback")
         return with_database(self.server.url, self._rollback_database)
 
     @contextmanager
@@ -352,7 +346,7 @@ class UnmockedSession(Closeable):
         )
         self._disconnect_rollback_connections()
         if self._rollback_database is not None:
-            self._drop(self._rollback_database)
+            self.drop_database(self._rollback_database)
             self._rollback_database = None
 
     def _disconnect_rollback_connections(self) -> None:
@@ -423,7 +417,7 @@ class UnmockedSession(Closeable):
                 self._fresh_databases.close()
                 self._fresh_databases = None
             if self._rollback_database is not None:
-                self._drop(self._rollback_database)
+                self.drop_database(self._rollback_database)
                 self._rollback_database = None
             self._admin.close()
             self._admin = None
