@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 
+from helpers import RUNNING_SERVER_URL, server_answers
 from unmocked import ownership
 from unmocked.servers import binaries
 
@@ -34,18 +34,6 @@ for _module in (
     if importlib.util.find_spec(_module.partition(".")[0]) is not None:
         importlib.import_module(_module)
 
-RUNNING_SERVER_URL = os.environ.get(
-    "UNMOCKED_TEST_SERVER_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
-
-
-def _server_answers(url: str) -> bool:
-    try:
-        psycopg.connect(url, connect_timeout=3).close()
-    except psycopg.Error:
-        return False
-    return True
-
 
 @pytest.fixture(scope="session", autouse=True)
 def no_templates_left_on_the_running_server() -> Iterator[None]:
@@ -53,7 +41,7 @@ def no_templates_left_on_the_running_server() -> Iterator[None]:
 
     (Clusters the embedded and local providers start live in the session's temporary cache.)
     """
-    if not _server_answers(RUNNING_SERVER_URL):
+    if not server_answers(RUNNING_SERVER_URL):
         yield
         return
     with psycopg.connect(RUNNING_SERVER_URL, autocommit=True) as conn:
@@ -81,7 +69,7 @@ def provider(request: pytest.FixtureRequest, unmocked_cache: Path) -> dict[str, 
     if name == "local" and not binaries.local_bindirs(None):
         pytest.skip("no PostgreSQL binaries on this machine (initdb/postgres)")
     if name == "url":
-        if not _server_answers(RUNNING_SERVER_URL):
+        if not server_answers(RUNNING_SERVER_URL):
             pytest.skip(f"no running server answers at {RUNNING_SERVER_URL}")
         env["UNMOCKED_DATABASE_URL"] = RUNNING_SERVER_URL
     return env

@@ -224,7 +224,7 @@ class Order(Base):
 """
 
 CHECK_SUITE = """
-from unmocked.alembic_check import check_migrations
+from unmocked.integrations.alembic_check import check_migrations
 
 def test_migrations_are_ready(pg_url):
     check_migrations(pg_url, "alembic.ini")
@@ -566,7 +566,7 @@ def test_ready_check_runs_an_async_env_py_from_an_async_test(
     alembic_project.makepyfile(
         """
         import pytest
-        from unmocked.alembic_check import check_migrations
+        from unmocked.integrations.alembic_check import check_migrations
 
         @pytest.mark.asyncio
         async def test_migrations_are_ready(pg_url):
@@ -582,7 +582,7 @@ def test_ready_check_refuses_a_database_unmocked_did_not_create(
 ) -> None:
     alembic_project.makepyfile(
         """
-        from unmocked.alembic_check import check_migrations
+        from unmocked.integrations.alembic_check import check_migrations
 
         def test_on_the_admin_database(pg_server):
             check_migrations(pg_server.url, "alembic.ini")

@@ -10,13 +10,13 @@ settings module that parses ``DATABASE_URL``; plus a suite that needs a server s
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from helpers import PYTEST_COMMAND, embedded_env, run_to_end, run_unmocked, write_files
 from unmocked.servers import binaries
 
 pytestmark = pytest.mark.skipif(
@@ -179,39 +179,13 @@ with psycopg.connect("") as conn:
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     """The five-kind project, unchanged by the tests that run it."""
-    import textwrap
 
     (tmp_path / "pyproject.toml").write_text(PYPROJECT)
-    for name, text in FILES.items():
-        path = tmp_path / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(textwrap.dedent(text).lstrip())
-    return tmp_path
-
-
-def embedded_env(cache: Path, **extra: str) -> dict[str, str]:
-    """Only the embedded server: no URL to fall back on, as on a fresh machine."""
-    env = {
-        key: value for key, value in os.environ.items() if not key.startswith(("UNMOCKED_", "PG"))
-    }
-    env.pop("DATABASE_URL", None)
-    return {**env, "UNMOCKED_PROVIDER": "embedded", "UNMOCKED_CACHE_DIR": str(cache), **extra}
-
-
-def unmocked(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "unmocked.cli", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
+    return write_files(tmp_path, FILES)
 
 
 def pytest_command(parallel: bool) -> list[str]:
-    return [sys.executable, "-m", "pytest", "-q", *(["-n", "2"] if parallel else [])]
+    return [*PYTEST_COMMAND, "-q", *(["-n", "2"] if parallel else [])]
 
 
 @pytest.mark.parametrize("parallel", [False, True], ids=["serial", "xdist"])
@@ -221,22 +195,14 @@ def test_a_suite_that_reads_its_database_from_the_environment_runs_unchanged(
 ) -> None:
     env = embedded_env(unmocked_cache)
     if how == "unmocked-run":
-        result = unmocked("run", "--", *pytest_command(parallel), cwd=project, env=env)
+        result = run_unmocked("run", "--", *pytest_command(parallel), cwd=project, env=env)
     else:
         env["UNMOCKED_EXPORT_ENV"] = "true"
-        result = subprocess.run(
-            pytest_command(parallel),
-            cwd=project,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=240,
-            check=False,
-        )
+        result = run_to_end(pytest_command(parallel), cwd=project, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "6 passed" in result.stdout
 
-    left = unmocked("run", "--", sys.executable, "-c", CHECK_LEFTOVERS, cwd=project, env=env)
+    left = run_unmocked("run", "--", sys.executable, "-c", CHECK_LEFTOVERS, cwd=project, env=env)
     assert left.returncode == 0, left.stderr
     # Only the checking run's own database: the suite's databases, its role and the run's
     # exported database are all gone.

@@ -191,5 +191,5 @@ def test_factory_used_without_a_bound_session_says_what_to_do(
 
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
-        ["E *UnmockedError: a factory ran with no session bound: request the factory_session*"]
+        ["E *FixtureError: a factory ran with no session bound: request the factory_session*"]
     )

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +16,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from helpers import run_unmocked
 from unmocked import ownership
 from unmocked.urls import with_database
 
@@ -353,25 +352,15 @@ def test_failed_test_keeps_its_database_for_unmocked_psql_until_gc(
     assert kept, result.stdout.str()
     name = kept[1]
     env = {**os.environ, **provider}
-    opened = unmocked(env, "psql", name, "-At", "-c", "SELECT current_database(), email FROM users")
+    opened = run_unmocked(
+        "psql", name, "-At", "-c", "SELECT current_database(), email FROM users", env=env
+    )
     assert opened.returncode == 0, opened.stderr
     assert opened.stdout.strip() == f"{name}|kept@example.com"
-    collected = unmocked(env, "gc")
+    collected = run_unmocked("gc", env=env)
     assert f"dropped {name}" in collected.stdout, collected.stdout + collected.stderr
-    gone = unmocked(env, "psql", name, "-c", "SELECT 1")
+    gone = run_unmocked("psql", name, "-c", "SELECT 1", env=env)
     assert gone.returncode == 1 and f"no database {name!r}" in gone.stderr
-
-
-def unmocked(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    """Run the ``unmocked`` command as a user would."""
-    return subprocess.run(
-        [sys.executable, "-m", "unmocked.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def test_a_schema_reset_cannot_undo_is_cloned_per_test_and_the_summary_says_why(

@@ -143,22 +143,32 @@ def test_pg_and_sa_session_share_one_transaction(user_project: pytest.Pytester) 
     user_project.runpytest().assert_outcomes(passed=1)
 
 
+A_RAW_COMMIT_THEN_A_TEST_THAT_SEES_NOTHING = """
+def test_a_raw_commit(pg):
+    pg.execute("INSERT INTO users (email) VALUES ('raw@example.com')")
+    pg.execute("COMMIT")
+
+def test_b_sees_nothing(pg):
+    assert pg.execute("SELECT count(*) FROM users").fetchone()[0] == 0
+"""
+
+
 def test_raw_commit_statement_is_still_isolated_and_warned_about(
     user_project: pytest.Pytester,
 ) -> None:
-    user_project.makepyfile(
-        """
-        def test_a_raw_commit(pg):
-            pg.execute("INSERT INTO users (email) VALUES ('raw@example.com')")
-            pg.execute("COMMIT")
-
-        def test_b_sees_nothing(pg):
-            assert pg.execute("SELECT count(*) FROM users").fetchone()[0] == 0
-        """
-    )
+    user_project.makepyfile(A_RAW_COMMIT_THEN_A_TEST_THAT_SEES_NOTHING)
     result = user_project.runpytest("-p", "no:randomly")
     result.assert_outcomes(passed=2, warnings=1)
     result.stdout.fnmatch_lines(["*ended unmocked's outer transaction*"])
+
+
+def test_unmocked_warnings_can_be_made_errors_and_isolation_still_holds(
+    user_project: pytest.Pytester,
+) -> None:
+    user_project.makepyfile(A_RAW_COMMIT_THEN_A_TEST_THAT_SEES_NOTHING)
+    result = user_project.runpytest("-p", "no:randomly", "-W", "error::unmocked.UnmockedWarning")
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(["*UnmockedWarning: *ended unmocked's outer transaction*"])
 
 
 def test_session_state_does_not_leak_between_tests(user_project: pytest.Pytester) -> None:

@@ -14,8 +14,14 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from conftest import RUNNING_SERVER_URL, _server_answers
-from test_env_export import embedded_env, unmocked
+from helpers import (
+    RUNNING_SERVER_URL,
+    UNMOCKED_COMMAND,
+    embedded_env,
+    is_running,
+    run_unmocked,
+    server_answers,
+)
 from unmocked.servers import binaries
 
 needs_embedded = pytest.mark.skipif(
@@ -42,7 +48,7 @@ def databases_seen_by_a_new_run(
     folder: Path, unmocked_cache: Path
 ) -> subprocess.CompletedProcess[str]:
     """A new ``unmocked run`` on the same cached cluster, printing the databases it finds."""
-    return unmocked(
+    return run_unmocked(
         "run",
         "--",
         sys.executable,
@@ -58,7 +64,7 @@ def start_waiter(tmp_path: Path, env: dict[str, str]) -> tuple[subprocess.Popen[
     (tmp_path / "waiter.py").write_text(WAITER)
     given = tmp_path / "given"
     run = subprocess.Popen(
-        [sys.executable, "-m", "unmocked.cli", "run", "--", sys.executable, "waiter.py", "given"],
+        [*UNMOCKED_COMMAND, "run", "--", sys.executable, "waiter.py", "given"],
         cwd=tmp_path,
         env=env,
         text=True,
@@ -69,14 +75,6 @@ def start_waiter(tmp_path: Path, env: dict[str, str]) -> tuple[subprocess.Popen[
         assert run.poll() is None and time.monotonic() < deadline, "the command never started"
         time.sleep(0.05)
     return run, given.read_text().split()
-
-
-def gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] == "Z"
 
 
 def answers(port: str) -> bool:
@@ -109,7 +107,7 @@ def eventually(condition: object, seconds: float = 20.0) -> bool:
 def test_the_commands_exit_status_is_passed_through(
     tmp_path: Path, unmocked_cache: Path, command: list[str], status: int
 ) -> None:
-    result = unmocked("run", "--", *command, cwd=tmp_path, env=embedded_env(unmocked_cache))
+    result = run_unmocked("run", "--", *command, cwd=tmp_path, env=embedded_env(unmocked_cache))
 
     assert result.returncode == status, result.stderr
 
@@ -137,7 +135,7 @@ def test_sigkill_of_unmocked_takes_the_command_and_the_server_with_it(
     run.kill()
     run.wait(10)
 
-    assert eventually(lambda: gone(int(pid))), "the command outlived unmocked"
+    assert eventually(lambda: not is_running(int(pid))), "the command outlived unmocked"
     assert eventually(lambda: not answers(port)), "the server outlived unmocked"
     # The next run on that cluster collects the database the killed run left.
     after = databases_seen_by_a_new_run(tmp_path, unmocked_cache)
@@ -146,7 +144,7 @@ def test_sigkill_of_unmocked_takes_the_command_and_the_server_with_it(
 
 
 def test_on_a_server_given_by_url_only_what_unmocked_created_is_dropped(tmp_path: Path) -> None:
-    if not _server_answers(RUNNING_SERVER_URL):
+    if not server_answers(RUNNING_SERVER_URL):
         pytest.skip(f"no running server answers at {RUNNING_SERVER_URL}")
     mine = f"suite_own_{os.getpid()}"
     env = {**embedded_env(tmp_path / "cache"), "UNMOCKED_PROVIDER": "url"}
@@ -155,7 +153,7 @@ def test_on_a_server_given_by_url_only_what_unmocked_created_is_dropped(tmp_path
         f"import psycopg; psycopg.connect('', autocommit=True).execute('CREATE DATABASE {mine}')"
     )
     try:
-        result = unmocked("run", "--", sys.executable, "-c", create, cwd=tmp_path, env=env)
+        result = run_unmocked("run", "--", sys.executable, "-c", create, cwd=tmp_path, env=env)
 
         assert result.returncode == 0, result.stderr
         assert (
@@ -173,7 +171,7 @@ def test_on_a_server_given_by_url_only_what_unmocked_created_is_dropped(tmp_path
 
 
 def test_a_run_without_a_command_says_what_to_write(tmp_path: Path) -> None:
-    result = unmocked("run", cwd=tmp_path, env=embedded_env(tmp_path))
+    result = run_unmocked("run", cwd=tmp_path, env=embedded_env(tmp_path))
 
     assert result.returncode == 1
     assert "unmocked run -- pytest" in result.stderr

@@ -6,11 +6,12 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+
+from helpers import PYTEST_COMMAND, wait_until_gone
 
 
 def test_template_is_built_once_and_reused_by_the_next_run(user_project: pytest.Pytester) -> None:
@@ -36,13 +37,24 @@ def test_one_header_line_says_what_is_ready_before_the_first_test_runs(
         [
             "unmocked: PostgreSQL *, template *, ready in *.* s",
             "test_one_header_line_says_what_is_ready_before_the_first_test_runs.py .*",
-            "unmocked: PostgreSQL *, template *, 1 rollback tests*",
+            "unmocked: PostgreSQL *, template *, 1 rollback test, 0 fresh databases, *",
         ]
     )
     # Under xdist the controller starts the server before any worker exists, so it names that.
     spread = user_project.runpytest_subprocess("-n", "2")
     spread.assert_outcomes(passed=1)
     spread.stdout.fnmatch_lines(["unmocked: PostgreSQL *, ready in *.* s"])
+
+
+def test_the_summary_counts_in_the_singular_and_the_plural(user_project: pytest.Pytester) -> None:
+    user_project.makepyfile(
+        "def test_one(pg):\n    pass\n\n"
+        "def test_two(pg):\n    pass\n\n"
+        "def test_fresh(pg_url):\n    pass\n"
+    )
+    result = user_project.runpytest("-p", "no:randomly")
+    result.assert_outcomes(passed=3)
+    result.stdout.fnmatch_lines(["unmocked: *, 2 rollback tests, 1 fresh database (*), *"])
 
 
 def test_verbose_runs_say_where_the_start_up_time_went(user_project: pytest.Pytester) -> None:
@@ -143,7 +155,7 @@ def test_no_postgres_process_outlives_a_run_killed_with_sigkill(
     user_project.makepyfile(test_killed=KILLED_SUITE)
     env = dict(os.environ, PID_FILE=str(pid_file))
     run = subprocess.Popen(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", *workers],
+        [*PYTEST_COMMAND, "-q", "-p", "no:randomly", *workers],
         cwd=user_project.path,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -156,15 +168,4 @@ def test_no_postgres_process_outlives_a_run_killed_with_sigkill(
     postmaster = int(pid_file.read_text())
     os.kill(run.pid, signal.SIGKILL)
     run.wait()
-    deadline = time.monotonic() + 20
-    while _alive(postmaster) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not _alive(postmaster), "postgres outlived the killed pytest run"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError:
-        return False
-    return "State:\tZ" not in status
+    assert wait_until_gone(postmaster, 20), "postgres outlived the killed pytest run"

@@ -9,7 +9,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from test_servers_binaries import is_running
+from helpers import PYTEST_COMMAND, is_running, run_pytest, run_unmocked, wait_until_gone
 from unmocked import ownership
 from unmocked.servers import binaries
 from unmocked.servers._as_root import service_account
@@ -55,15 +54,8 @@ class Cache:
         return dict(kept, UNMOCKED_CACHE_DIR=str(self.path))
 
     def unmocked(self, *args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
-        """Run the ``unmocked`` command; its exit status and output (stderr too)."""
-        done = subprocess.run(
-            [sys.executable, "-m", "unmocked.cli", *args],
-            env=env or self.env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        """Run the ``unmocked`` command on this cache; its exit status and output (stderr too)."""
+        done = run_unmocked(*args, env=env or self.env, timeout=120)
         return done.returncode, done.stdout + done.stderr
 
     def up(self) -> int:
@@ -84,14 +76,15 @@ class Cache:
         return str(server["url"])
 
     def pytest(self, project: Path, *args: str, env: dict[str, str] | None = None) -> str:
-        done = subprocess.run(
-            [sys.executable, "-m", "pytest", "-p", "no:randomly", "-p", "no:cacheprovider", *args],
+        done = run_pytest(
+            "-p",
+            "no:randomly",
+            "-p",
+            "no:cacheprovider",
+            *args,
             cwd=project,
             env=env or self.env,
-            capture_output=True,
-            text=True,
             timeout=300,
-            check=False,
         )
         assert done.returncode == 0, done.stdout + done.stderr
         return done.stdout
@@ -206,7 +199,7 @@ def test_a_run_killed_while_attached_leaves_the_server_and_only_collectable_data
     (project / "test_suite.py").write_text(KILLED_SUITE)
     started = tmp_path / "started"
     run = subprocess.Popen(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:randomly"],
+        [*PYTEST_COMMAND, "-q", "-p", "no:randomly"],
         cwd=project,
         env=dict(up_cache.env, STARTED_FILE=str(started)),
         stdout=subprocess.DEVNULL,
@@ -242,9 +235,7 @@ def test_a_record_of_a_server_that_died_is_removed_and_runs_start_their_own(
 ) -> None:
     pid = cache.up()
     os.kill(pid, signal.SIGKILL)  # a crash; a reboot emptying /dev/shm looks the same
-    deadline = time.monotonic() + 10
-    while is_running(pid) and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until_gone(pid)
     output = cache.pytest(project)
     assert "unmocked up" not in output
     assert not (cache.path / "server.json").exists()

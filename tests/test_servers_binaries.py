@@ -18,6 +18,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from helpers import is_running, wait_until_gone
 from unmocked import servers
 from unmocked.errors import ConfigurationError, ServerError
 from unmocked.servers import RunningServer, binaries
@@ -87,22 +88,6 @@ def pid_file_of(data_dir: Path) -> str:
         return (data_dir / "postmaster.pid").read_text()
     except FileNotFoundError:
         return ""
-
-
-def is_running(pid: int) -> bool:
-    """True while ``pid`` runs; a zombie nobody reaped yet has exited."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state not in ("Z", "X")
-
-
-def wait_until_gone(pid: int, seconds: float = 10.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while is_running(pid) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return not is_running(pid)
 
 
 def test_embedded_provider_starts_postgresql_18_that_answers_queries(

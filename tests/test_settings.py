@@ -144,7 +144,7 @@ def test_settings_take_the_cache_dir_from_the_environment_they_are_given(home: P
 
 
 def test_env_templates_fill_every_placeholder_and_driver_urls() -> None:
-    from unmocked.environment import variables
+    from unmocked.export.variables import database_variables as variables
 
     exported = variables(
         "postgresql://app:s%40cret@db.example:6543/postgres",
@@ -164,7 +164,7 @@ def test_env_templates_fill_every_placeholder_and_driver_urls() -> None:
 
 
 def test_no_password_means_no_pgpassword_and_unknown_placeholders_are_refused() -> None:
-    from unmocked.environment import variables
+    from unmocked.export.variables import database_variables as variables
 
     assert "PGPASSWORD" not in variables("postgresql://postgres@127.0.0.1:5432/postgres", "d")
     with pytest.raises(ConfigurationError, match=r"\{hostname\}.*\{url:DRIVER\}"):

@@ -15,9 +15,12 @@ from __future__ import annotations
 from unmocked.errors import (
     ConfigurationError,
     DatabaseError,
+    FixtureError,
+    MigrationCheckError,
     MigrationError,
     ServerError,
     UnmockedError,
+    UnmockedWarning,
 )
 from unmocked.isolation import AsyncRollbackConnection, RollbackConnection
 from unmocked.servers import RunningServer, Server
@@ -28,6 +31,8 @@ __all__ = [
     "AsyncRollbackConnection",
     "ConfigurationError",
     "DatabaseError",
+    "FixtureError",
+    "MigrationCheckError",
     "MigrationError",
     "RollbackConnection",
     "RunningServer",
@@ -36,4 +41,5 @@ __all__ = [
     "Settings",
     "UnmockedError",
     "UnmockedSession",
+    "UnmockedWarning",
 ]

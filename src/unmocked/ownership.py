@@ -128,7 +128,7 @@ def drop_database(conn: AdminConnection, name: str) -> None:
         if row[1]:  # PostgreSQL refuses to drop a database marked as a template
             conn.execute(sql.SQL("ALTER DATABASE {} WITH IS_TEMPLATE false").format(identifier))
         if conn.info.server_version >= 130000:
-            _wait_for_sessions_to_leave(conn, name)
+            wait_for_sessions_to_end(conn, name, seconds=0.1)
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(identifier))
         else:
             conn.execute(
@@ -164,20 +164,21 @@ def roll_back_prepared(conn: AdminConnection, name: str) -> None:
             inside.execute(sql.SQL("ROLLBACK PREPARED {}").format(sql.Literal(gid)))
 
 
-def _wait_for_sessions_to_leave(conn: AdminConnection, name: str, seconds: float = 0.1) -> None:
-    """Give sessions that are already closing a moment to go.
+def wait_for_sessions_to_end(
+    conn: AdminConnection, name: str, seconds: float | None = None
+) -> None:
+    """Wait until no session is connected to database ``name`` (at most ``seconds``, if given).
 
-    DROP DATABASE finds a backend that is still on its way out and then sleeps a whole 100 ms
-    before it looks again; a client that just disconnected is usually gone a millisecond later.
+    For sessions already on their way out, which go a moment after their client disconnected:
+    DROP DATABASE that finds one sleeps a whole 100 ms before it looks again, and a test handed a
+    database must not meet the session that reset it. Ends nobody's session.
     """
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        row = conn.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (name,)
-        ).fetchone()
-        if not row or not row[0]:
+    deadline = None if seconds is None else time.monotonic() + seconds
+    while deadline is None or time.monotonic() < deadline:
+        row = conn.execute("SELECT FROM pg_stat_activity WHERE datname = %s", (name,)).fetchone()
+        if row is None:
             return
-        time.sleep(0.002)
+        time.sleep(0.0005)
 
 
 def _text(value: object) -> str | None:

@@ -2,15 +2,26 @@
 
 Phases are named for what happened (``initdb``, ``start``, ``migrate``, ``clone``, ``reset``...);
 each keeps how often it ran and the seconds it took in total. xdist workers' phases are merged into
-the controller's like the other counters.
+the controller's with the rest of the run's tally (:mod:`unmocked.report`). :func:`measured` is the
+one stopwatch: phases and the tally's database time both use it.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+
+
+@contextmanager
+def measured(add: Callable[[float], None]) -> Iterator[None]:
+    """Hand ``add`` the seconds the block took, also when it raises."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        add(time.perf_counter() - started)
 
 
 @dataclass
@@ -27,11 +38,8 @@ class Phases:
     @contextmanager
     def measure(self, name: str) -> Iterator[None]:
         """Record the time the block takes under ``name``, also when it raises."""
-        started = time.perf_counter()
-        try:
+        with measured(lambda seconds: self.record(name, seconds)):
             yield
-        finally:
-            self.record(name, time.perf_counter() - started)
 
     def merge(self, other: Phases) -> None:
         for name, seconds in other.seconds.items():

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING
 
-from unmocked.errors import UnmockedError
+from unmocked.errors import FixtureError
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -36,7 +36,7 @@ def current_session() -> Session:
     """The session bound for the running test; for ``Meta.sqlalchemy_session_factory``."""
     session = _bound.get()
     if session is None:
-        raise UnmockedError(
+        raise FixtureError(
             "a factory ran with no session bound: request the factory_session fixture in the "
             "test (it binds sa_session), or wrap the code in "
             "unmocked.integrations.factories.bound_session(session). A thread the test starts "

@@ -7,8 +7,9 @@ migrations, templates or pytest.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from unmocked.errors import ServerError
 from unmocked.resources import Closeable
@@ -47,6 +48,18 @@ class Server:
             in_ram = self.data_dir.parts[:3] == ("/", "dev", "shm")
             where = ", /dev/shm" if in_ram else f", {self.data_dir}"
         return f"PostgreSQL {self.version} ({self.provider}{how}{where})"
+
+    def to_fields(self) -> dict[str, Any]:
+        """The server as JSON-ready fields: for ``unmocked up``'s record and xdist workers."""
+        fields = asdict(self)
+        fields["data_dir"] = str(self.data_dir) if self.data_dir else None
+        return fields
+
+    @classmethod
+    def from_fields(cls, fields: dict[str, Any]) -> Server:
+        """The server :meth:`to_fields` described."""
+        data_dir = fields.get("data_dir")
+        return cls(**{**fields, "data_dir": Path(data_dir) if data_dir else None})
 
 
 class RunningServer(Closeable):

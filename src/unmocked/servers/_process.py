@@ -8,18 +8,16 @@ owns switching accounts and starting and stopping processes, so
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+from unmocked.processes import die_with_parent
 
 
 @dataclass(frozen=True)
@@ -35,24 +33,18 @@ def _child_setup(account: Account | None, die_with_us: bool = True) -> Callable[
     """What the child does between fork and exec: drop root, then (unless told not to) ask to die
     with us.
 
-    PR_SET_PDEATHSIG has the kernel send SIGINT (PostgreSQL's fast shutdown) when we die, even by
-    SIGKILL, where no atexit hook runs. It must come after setuid, because the kernel clears it
-    when credentials change. The kernel sends it when the *thread* that forked exits, not the
-    process: start servers from a thread that lives as long as they should (the main thread).
+    Dying with us sends SIGINT, PostgreSQL's fast shutdown (see :mod:`unmocked.processes`); it comes
+    after setuid, because the kernel clears it when credentials change.
     """
-    parent = os.getpid()
-    linux = sys.platform == "linux" and die_with_us
-    prctl = ctypes.CDLL(None, use_errno=True).prctl if linux else None
+    tie_to_parent = die_with_parent(signal.SIGINT) if die_with_us else None
 
     def setup() -> None:
         if account is not None:
             os.setgroups([])
             os.setgid(account.gid)
             os.setuid(account.uid)
-        if prctl is not None:
-            prctl(_PR_SET_PDEATHSIG, signal.SIGINT)
-            if os.getppid() != parent:  # we died before prctl took effect
-                os._exit(1)
+        if tie_to_parent is not None:
+            tie_to_parent()
 
     return setup
 

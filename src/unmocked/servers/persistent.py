@@ -149,8 +149,7 @@ def _postmaster(data_dir: Path) -> tuple[int, float]:
 
 
 def _write(cache_dir: Path, record: Record) -> None:
-    fields = asdict(record)
-    fields["server"]["data_dir"] = str(record.server.data_dir)
+    fields = {**asdict(record), "server": record.server.to_fields()}
     partial = cache_dir / f"{_STATE_FILE}.partial"
     partial.write_text(json.dumps(fields, indent=2))
     os.replace(partial, cache_dir / _STATE_FILE)  # readers see the old record or the new one
@@ -158,10 +157,8 @@ def _write(cache_dir: Path, record: Record) -> None:
 
 def _read(path: Path) -> Record:
     fields = json.loads(path.read_text())
-    server = fields["server"]
-    server["data_dir"] = Path(server["data_dir"])
     return Record(
-        server=Server(**server),
+        server=Server.from_fields(fields["server"]),
         pid=int(fields["pid"]),
         started_at=float(fields["started_at"]),
         server_settings=tuple((str(name), str(value)) for name, value in fields["server_settings"]),

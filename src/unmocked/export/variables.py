@@ -3,7 +3,7 @@
 Most suites find their database in the environment, often at import time: ``DATABASE_URL``, the
 libpq variables (``PGHOST``...), or names of their own such as ``DATABASE__HOSTNAME``. The
 libpq variables and ``DATABASE_URL`` are always given; other names come from templates
-(``{host}``, ``{url:asyncpg}``...), see :func:`variables`.
+(``{host}``, ``{url:asyncpg}``...), see :func:`database_variables`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ _PLACEHOLDER = re.compile(r"\{([^{}:]*)(?::([^{}]*))?\}")
 OVERRIDING = ("PGHOSTADDR", "PGSERVICE", "PGSERVICEFILE", "PGPASSFILE", "PGREQUIREAUTH")
 
 
-def variables(
+def database_variables(
     server_url: str, database: str, templates: Sequence[tuple[str, str]] = ()
 ) -> dict[str, str]:
     """``PGHOST``, ``PGPORT``, ``PGUSER``, ``PGPASSWORD``, ``PGDATABASE`` and ``DATABASE_URL``
@@ -45,7 +45,7 @@ def variables(
     return exported
 
 
-def apply(
+def environ_with(
     environ: dict[str, str] | Mapping[str, str], exported: Mapping[str, str]
 ) -> dict[str, str]:
     """``environ`` with ``exported`` set and the libpq variables that would override them unset."""

@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import pytest
 
-from unmocked.errors import ConfigurationError, UnmockedError
-from unmocked.isolation import AsyncRollbackConnection, OuterTransactionLost
-from unmocked.plugin import _failure, reported_as_failures
+from unmocked.errors import FixtureError
+from unmocked.isolation import AsyncRollbackConnection
+from unmocked.plugin._shared import failure, reported_as_failures
 from unmocked.session import UnmockedSession
 
 if TYPE_CHECKING:
@@ -115,8 +115,8 @@ def _refuse_a_second_connection(request: pytest.FixtureRequest, wanted: str) -> 
     """
     for fixture, description in CONNECTION_FIXTURES.items():
         if fixture != wanted and fixture in request.fixturenames:
-            raise _failure(
-                UnmockedError(
+            raise failure(
+                FixtureError(
                     f"{request.node.nodeid} asks for {description} and {wanted}: two "
                     "connections, each in a transaction of its own, so neither sees the other's "
                     "writes and a lock one holds can block the other forever. Use one per test: "
@@ -146,8 +146,8 @@ def _hidden_fixture_for(request: pytest.FixtureRequest) -> str:
     if _skip_unless_asyncio(request):
         return f"{HIDDEN_FIXTURE}_anyio"
     if pytest_asyncio is None:
-        raise _failure(
-            UnmockedError(
+        raise failure(
+            FixtureError(
                 f"{request.node.nodeid}: the async session fixtures need an async test runner. "
                 "Install pytest-asyncio (and mark the test @pytest.mark.asyncio), or use anyio's "
                 "plugin (@pytest.mark.anyio)."
@@ -180,8 +180,8 @@ def _make_hidden_fixture() -> Callable[..., AsyncIterator[AsyncSessions]]:
         from unmocked.integrations import sqlalchemy as integration
 
         if sa_async_driver not in ASYNC_DRIVERS:
-            raise _failure(
-                ConfigurationError(
+            raise failure(
+                FixtureError(
                     f"the sa_async_driver fixture returned {sa_async_driver!r}; unmocked knows "
                     f"{' and '.join(map(repr, ASYNC_DRIVERS))}. Fix its override in conftest.py."
                 )
@@ -196,16 +196,12 @@ def _make_hidden_fixture() -> Callable[..., AsyncIterator[AsyncSessions]]:
             reason="sa_async_session uses asyncpg unless the sa_async_driver fixture says "
             "'psycopg': pip install asyncpg, or override sa_async_driver",
         )
-        try:
-            url = unmocked_session.rollback_database_url()
-        except UnmockedError as error:
-            raise _failure(error) from None
-        unmocked_session.counters.rollback_tests += 1
-        try:
+        with (
+            reported_as_failures(),
+            unmocked_session.rolled_back_by_driver(request.node.nodeid) as url,
+        ):
             async with integration.asyncpg_sessions(url) as sessions:
                 yield sessions
-        except OuterTransactionLost:
-            unmocked_session.discard_rollback_database(request.node.nodeid)
 
     return sessions
 

@@ -1,16 +1,18 @@
-"""A database handed to code that reads its connection from the environment.
+"""The exported database: a clone of the template, the variables naming it, and its clean-up.
 
 ``unmocked run`` and the ``unmocked_export_env`` pytest option both give a suite that knows nothing
 of unmocked a migrated database of its own, named by ``DATABASE_URL``, the libpq variables and the
 user's templates. When the export ends, the database is dropped, and so is whatever the suite
-created itself on a server unmocked started (see :mod:`unmocked.leftovers`).
+created itself on a server unmocked started (see :mod:`unmocked.export.leftovers`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from unmocked import environment, leftovers
+from unmocked import cluster_objects
+from unmocked.export import leftovers
+from unmocked.export.variables import database_variables
 from unmocked.resources import Closeable
 from unmocked.session import UnmockedSession
 
@@ -31,9 +33,9 @@ class ExportedDatabase(Closeable):
     ) -> None:
         self.session = session
         admin = session.admin
-        self._before = leftovers.snapshot(admin) if watch_leftovers else None
+        self._before = cluster_objects.snapshot(admin) if watch_leftovers else None
         self.database: str | None = session.clone_database("env")
-        self.variables = environment.variables(session.server.url, self.database, templates)
+        self.variables = database_variables(session.server.url, self.database, templates)
         self.notes: list[str] = []
         """What people should know after the export ended, one line each."""
 
@@ -55,7 +57,7 @@ class ExportedDatabase(Closeable):
             )
 
 
-def _listed(what: str, found: leftovers.Snapshot) -> list[str]:
+def _listed(what: str, found: leftovers.Leftovers) -> list[str]:
     lines = []
     if found.databases:
         lines.append(f"{what}: database(s) {', '.join(sorted(found.databases))}")

@@ -1,4 +1,4 @@
-"""Databases and roles a suite created for itself during a run, found by comparing snapshots.
+"""Databases and roles a suite created for itself while its database was exported.
 
 Suites run with ``unmocked run`` (or the exported environment) often create their own databases
 and roles. A server unmocked started keeps its data folder for later runs, so what a suite left
@@ -14,34 +14,27 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
+from unmocked import cluster_objects
 from unmocked.ownership import AdminConnection, owner_of
 from unmocked.urls import with_database
 
 
 @dataclass(frozen=True)
-class Snapshot:
-    """The databases and roles a server had at one moment."""
+class Leftovers:
+    """The databases and roles a suite created, unmocked's own databases left out."""
 
     databases: frozenset[str]
     roles: frozenset[str]
 
 
-def snapshot(conn: AdminConnection) -> Snapshot:
-    databases = conn.execute("SELECT datname FROM pg_database").fetchall()
-    roles = conn.execute("SELECT rolname FROM pg_roles").fetchall()
-    return Snapshot(
-        frozenset(str(name) for (name,) in databases), frozenset(str(name) for (name,) in roles)
-    )
-
-
-def new_since(conn: AdminConnection, before: Snapshot) -> Snapshot:
+def new_since(conn: AdminConnection, before: cluster_objects.Snapshot) -> Leftovers:
     """What exists now and did not at ``before``, except unmocked's own databases."""
-    now = snapshot(conn)
-    databases = {name for name in now.databases - before.databases if owner_of(conn, name) is None}
-    return Snapshot(frozenset(databases), now.roles - before.roles)
+    appeared = cluster_objects.snapshot(conn).since(before)
+    databases = {name for name in appeared.named("database") if owner_of(conn, name) is None}
+    return Leftovers(frozenset(databases), appeared.named("role"))
 
 
-def remove(conn: AdminConnection, admin_url: str, before: Snapshot) -> Snapshot:
+def remove(conn: AdminConnection, admin_url: str, before: cluster_objects.Snapshot) -> Leftovers:
     """Drop every database and role created since ``before``; return what was dropped.
 
     Only for servers unmocked started: there, nothing but the runs' suites creates anything.

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import psycopg
 
 from unmocked import ownership
-from unmocked.errors import UnmockedError
+from unmocked.errors import MigrationCheckError
 from unmocked.migrations.alembic import (
     AlembicCommands,
     AlembicFailure,
@@ -101,11 +101,6 @@ SELECT format('extension %I', extname), NULL, NULL FROM pg_extension WHERE extna
 """
 
 Connection = psycopg.Connection[tuple[object, ...]]
-
-
-class MigrationCheckError(UnmockedError):
-    """The Alembic migrations are not ready: a step fails, a downgrade leaves something behind, or
-    the migrated schema differs from the models."""
 
 
 def check_migrations(

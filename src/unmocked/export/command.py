@@ -8,24 +8,25 @@ started is removed before we exit.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
 
-from unmocked import environment
-from unmocked.exports import ExportedDatabase
+from unmocked.export.database import ExportedDatabase
+from unmocked.export.variables import environ_with
+from unmocked.processes import die_with_parent
 from unmocked.session import UnmockedSession
 from unmocked.settings import Settings
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 _SI_KERNEL = 0x80  # si_code of a signal the terminal sent to the whole foreground process group
 
 
-def run(settings: Settings, command: Sequence[str], templates: Sequence[tuple[str, str]]) -> int:
+def run_command(
+    settings: Settings, command: Sequence[str], templates: Sequence[tuple[str, str]]
+) -> int:
     """Export a fresh database to ``command``, run it, clean up; return its exit status."""
     with UnmockedSession(settings) as session:
         export = ExportedDatabase(session, [*settings.env, *templates])
@@ -38,9 +39,7 @@ def run(settings: Settings, command: Sequence[str], templates: Sequence[tuple[st
             # unmocked inside the command (its pytest plugin, a nested export) uses this server
             # too, instead of starting a second one.
             server = {"UNMOCKED_DATABASE_URL": session.server.url}
-            status = supervise(
-                command, environment.apply(os.environ, {**server, **export.variables})
-            )
+            status = supervise(command, environ_with(os.environ, {**server, **export.variables}))
         finally:
             export.close()
         for note in export.notes:
@@ -107,17 +106,13 @@ def _spawn(
 
 
 def _child_setup(mask: set[int | signal.Signals] | None) -> Callable[[], None]:
-    """Between fork and exec: the signal mask we had before blocking, and death with us."""
-    parent = os.getpid()
-    prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
+    """Between fork and exec: the signal mask we had before blocking, and SIGTERM when we die."""
+    tie_to_parent = die_with_parent(signal.SIGTERM)
 
     def setup() -> None:
         if mask is not None:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-        if prctl is not None:
-            prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-            if os.getppid() != parent:  # we died before prctl took effect
-                os._exit(1)
+        tie_to_parent()
 
     return setup
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from unmocked import run
 from unmocked.errors import ConfigurationError
+from unmocked.export.command import run_command
 from unmocked.settings import Settings, parse_env_templates
 
 
@@ -40,4 +40,4 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         raise ConfigurationError(
             "unmocked run needs a command to run, for example: unmocked run -- pytest -x"
         )
-    return run.run(settings, command, parse_env_templates("\n".join(args.env)))
+    return run_command(settings, command, parse_env_templates("\n".join(args.env)))

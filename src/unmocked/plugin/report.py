@@ -1,10 +1,11 @@
-"""What the run prints: one header line, one summary line, phases with -v.
+"""When the run prints its lines: the header before the first test, the summary at the end.
 
 The header comes once the server and template are ready, before the first test: the run prepares
 them as soon as collection shows a test that uses unmocked, so a run that needs no database starts
 none, and the first test does not carry the start-up's time. Under pytest-xdist the controller
 starts the server before the workers exist (it must hand it to them), so its header names the
-server only; the summary line names the template the workers used.
+server only; the summary line names the template the workers used. The lines themselves are
+written by :mod:`unmocked.report`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 import pytest
 
 from unmocked.errors import UnmockedError
-from unmocked.plugin import SESSION_KEY
+from unmocked.plugin._shared import SESSION_KEY
 from unmocked.session import UnmockedSession
 
 HEADER_KEY = pytest.StashKey[str]()
@@ -62,10 +63,8 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     session = config.stash.get(SESSION_KEY, None)
     if session is None or not session.started:
         return
-    terminalreporter.write_line(session.summary())
-    phases = session.counters.phases
-    if config.getoption("verbose") > 0 and phases.seconds:
-        terminalreporter.write_line(f"unmocked: {phases.describe()}")
+    for line in session.summary(verbose=config.getoption("verbose") > 0):
+        terminalreporter.write_line(line)
 
 
 def _uses_unmocked(items: Sequence[pytest.Item]) -> bool:

@@ -1,39 +1,9 @@
-"""The SQL that lets a used ``pg_url`` database be put back to its template's state in place.
-
-:data:`INSTALL` runs once, in a copy of the template that pg_url databases are then cloned from
-(never in the template itself, so rollback tests pay nothing for it). It adds a schema of ours,
-``unmocked_reset``, holding:
-
-- a table of the relations a statement wrote to, filled by a statement-level trigger on every
-  ordinary and partitioned table. Statement triggers fire for COPY FROM, for the cascading deletes
-  of foreign keys and for TRUNCATE (also of each table a CASCADE reaches); the triggers are
-  ``ENABLE ALWAYS`` so ``session_replication_role = replica`` cannot silence them;
-- a table that an event trigger (``ddl_command_end`` and ``sql_drop``, also ``ENABLE ALWAYS``)
-  writes to when a schema object outside temporary schemas is created, altered, granted or
-  dropped: a database whose schema changed is dropped and cloned again, never repaired;
-- a copy of every row the template holds, and each sequence's value in the template.
-
-Marks are plain (logged) tables: a crash of the server keeps them, where an unlogged table would
-come back empty and let a written table pass for untouched. A mark is written only when the table
-has none visible yet, and no unique index backs it, so two of the test's connections writing one
-table never wait for each other on our account.
-
-:data:`RESET` is one function call, one transaction: it says why the database cannot be reset (the
-schema changed, a trigger of ours was disabled...), or deletes every row of the tables written to
-(plus inheritance children and partitions, and tables whose foreign keys have ON DELETE / ON UPDATE
-actions on them, transitively), puts the template's rows back, sets every sequence back and unlinks
-every large object, all with ``session_replication_role = replica`` so that neither foreign keys nor
-the user's triggers act on the way.
-"""
-
-from __future__ import annotations
-
-SCHEMA = "unmocked_reset"
-
-# Bump when INSTALL or RESET changes, so databases prepared the old way are not reused.
-RESET_FORMAT = b"2"
-
-INSTALL = r"""
+-- unmocked: lets a used pg_url database be put back to its template's state in place.
+--
+-- Run once, in the copy of the template that pg_url databases are cloned from (never in the
+-- template itself, so rollback tests pay nothing for it); see unmocked/fresh/reset.py for what
+-- it holds and why. Databases prepared from an older text of this file are never reused: the
+-- copy's cache key is a digest of this text.
 CREATE SCHEMA unmocked_reset;
 COMMENT ON SCHEMA unmocked_reset IS
   'unmocked: puts this pg_url database back to its template''s state between tests';
@@ -197,8 +167,3 @@ CREATE EVENT TRIGGER unmocked_drop ON sql_drop
 ALTER EVENT TRIGGER unmocked_ddl ENABLE ALWAYS;
 ALTER EVENT TRIGGER unmocked_drop ENABLE ALWAYS;
 ALTER EVENT TRIGGER unmocked_index ENABLE ALWAYS;
-"""
-"""Prepare a database for reset: run once, in the template copy pg_url databases come from."""
-
-RESET = "SELECT unmocked_reset.reset()"
-"""Put the database back to the template's state; NULL, or why it cannot (so: clone anew)."""

@@ -19,10 +19,10 @@ from typing import Any
 
 import pytest
 
-from unmocked import environment
 from unmocked.errors import UnmockedError
-from unmocked.exports import ExportedDatabase
-from unmocked.plugin import SESSION_KEY, _server_from_json, _server_to_json
+from unmocked.export import ExportedDatabase
+from unmocked.export.variables import OVERRIDING
+from unmocked.plugin._shared import SESSION_KEY, server_from_json, server_to_json
 from unmocked.session import UnmockedSession
 from unmocked.settings import OPTIONS, Settings
 
@@ -42,11 +42,11 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> Generator[None
         early_config.stash[EXPORT_KEY] = export
         exported = dict(export.variables)
         if not os.environ.get("PYTEST_XDIST_WORKER"):
-            exported[SERVER_VARIABLE] = _server_to_json(export.session.server)
+            exported[SERVER_VARIABLE] = server_to_json(export.session.server)
         early_config.stash[SAVED_ENVIRON_KEY] = {
-            name: os.environ.get(name) for name in (*exported, *environment.OVERRIDING)
+            name: os.environ.get(name) for name in (*exported, *OVERRIDING)
         }
-        for name in environment.OVERRIDING:
+        for name in OVERRIDING:
             os.environ.pop(name, None)
         os.environ.update(exported)
     return (yield)
@@ -63,7 +63,7 @@ def _export(config: pytest.Config) -> ExportedDatabase | None:
     controllers_server = os.environ.get(SERVER_VARIABLE) if worker else None
     if controllers_server is not None and settings.env_database == "shared":
         return None  # the controller's variables, inherited
-    attach_to = _server_from_json(controllers_server) if controllers_server else None
+    attach_to = server_from_json(controllers_server) if controllers_server else None
     session = UnmockedSession(settings, attach_to=attach_to)
     try:
         # Only the controller watches for databases the suite creates: it outlives the workers.

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from unmocked.plugin import reported_as_failures
+from unmocked.plugin._shared import reported_as_failures
 from unmocked.session import UnmockedSession
 
 
@@ -133,10 +133,11 @@ class DjangoDatabaseFixtures:
         django_test_class = is_django_unittest(request)
         attributes = None if django_test_class else _transactional_attributes(request)
         if attributes is None:
-            if not django_test_class:
-                unmocked_session.counters.rollback_tests += 1
             # pytest-django's own helper: this fixture overrides it, so this is the next in line.
-            yield request.getfixturevalue("_django_db_helper")
+            with (
+                nullcontext() if django_test_class else unmocked_session.rolled_back_by_framework()
+            ):
+                yield request.getfixturevalue("_django_db_helper")
             return
         serves = uses_served_database(attributes["databases"])
         with (

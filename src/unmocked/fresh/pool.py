@@ -1,0 +1,373 @@
+"""This process's ``pg_url`` databases: cloned when none is ready, put back in place after a test.
+
+Cloning a database per test costs tens of milliseconds on a real schema; putting a used one back to
+the template's state costs a few, when the database can say exactly what the test changed. So pg_url
+databases are cloned from a copy of the template that carries the reset machinery of
+:mod:`unmocked.fresh.reset` (built once per template, cached like it), and after each test:
+
+1. every session still connected to the database is ended, and waited for: their temporary tables,
+   advisory locks, LISTENs and unsent notifications go with them; prepared transactions are rolled
+   back;
+2. its ``pg_database`` row (owner, ACL, connection limit, comment, name...) is compared with what it
+   was when handed out: any change, or a database the test dropped, means a new clone. Settings a
+   test gave the database (``ALTER DATABASE ... SET``, ``ALTER ROLE ... IN DATABASE ... SET``) are
+   reset, as the template has none;
+3. it is renamed, so that the next test gets a URL no code has cached a connection pool for;
+4. one function call inside it puts back the written tables' rows, the sequences and the large
+   objects, or says why it cannot (the schema changed), and then it is dropped and cloned anew.
+
+Steps 1-3 happen as the test ends, so its URL is dead at once; step 4 runs on the server while
+the next test runs on another database. Each database's :class:`Stage` says where it is in that
+life. Objects of the whole server (roles, databases, tablespaces, replication slots) cannot be put
+back inside one database: :meth:`FreshPool.release` returns those that appeared during the test,
+for the caller to name.
+
+A server that does not allow event triggers (a role that is not superuser, on a server given by
+URL) or is older than PostgreSQL 14 (which cannot wait for a session to end) gets a clone per test
+and a drop after it, as exact and slower.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+
+from unmocked import cluster_objects, ownership
+from unmocked.errors import DatabaseError, UnmockedError
+from unmocked.fresh import reset
+from unmocked.fresh.reset import ResetInside
+from unmocked.ownership import AdminConnection, Owner
+from unmocked.templates import Template, ensure_template
+from unmocked.urls import with_database
+
+# Databases a process holds for pg_url at most: one for the test running, the others on their way
+# back to the template's state meanwhile. Each is a full copy of the template, so they are cloned
+# only when every one is busy.
+POOL_SIZE = 4
+
+# Databases kept for failed tests per process: enough to look into, not a server full of copies.
+KEEP_AT_MOST = 5
+
+# How long ending a test's sessions may take before the database is given up (dropped) instead.
+SESSION_END_SECONDS = 5
+
+# What of a database's pg_database row a test may change, besides its name (tracked by OID).
+_ROW_STATE = """(datdba, datistemplate, datallowconn, datconnlimit, datacl, dattablespace,
+                 shobj_description(oid, 'pg_database'))::text"""
+
+# Steps 1-3 in one round trip (the ``why`` it raises says what stopped it).
+_END_SESSIONS_AND_RENAME = """
+DECLARE
+  deadline timestamptz := clock_timestamp() + make_interval(secs => {seconds});
+BEGIN
+  PERFORM pg_terminate_backend(pid) FROM pg_stat_activity
+   WHERE datid = {oid} AND pid <> pg_backend_pid();
+  LOOP
+    PERFORM pg_stat_clear_snapshot();  -- else pg_stat_activity stays as this transaction saw it
+    EXIT WHEN NOT EXISTS (SELECT FROM pg_stat_activity WHERE datid = {oid});
+    IF clock_timestamp() > deadline THEN
+      RAISE EXCEPTION 'unmocked: sessions stay';
+    END IF;
+    PERFORM pg_sleep(0.0005);
+  END LOOP;
+  IF NOT EXISTS (SELECT FROM pg_database
+                  WHERE oid = {oid} AND datname = {name} AND {row_state} = {state}) THEN
+    RAISE EXCEPTION 'unmocked: changed';
+  ELSIF EXISTS (SELECT FROM pg_db_role_setting WHERE setdatabase = {oid})
+     OR EXISTS (SELECT FROM pg_prepared_xacts WHERE database = {name}) THEN
+    RAISE EXCEPTION 'unmocked: settings';
+  END IF;
+  EXECUTE format('ALTER DATABASE %I RENAME TO %I', {name}, {new_name});
+END
+"""
+
+
+class Stage(enum.Enum):
+    """Where a pg_url database is in its life (drawn in docs/design.md)."""
+
+    IN_USE = "in use"  # handed to one test, under a name no earlier test had
+    RESETTING = "resetting"  # its test ended: sessions ended, renamed; the reset runs meanwhile
+    READY = "ready"  # back in the template's state, waiting for the next test
+    KEPT = "kept"  # left as its failed test left it, for `unmocked psql`; no longer ours to use
+    DROPPED = "dropped"  # gone: the test changed what reset cannot undo, or the pool closed
+
+
+HELD = (Stage.IN_USE, Stage.RESETTING, Stage.READY)
+"""The stages of the databases a pool holds, which :data:`POOL_SIZE` bounds."""
+
+
+@dataclass
+class FreshDatabase:
+    """One pg_url database, tracked by OID since a test may rename it."""
+
+    name: str
+    oid: int
+    row_state: str
+    """Its pg_database row (all but the name) when it was handed out."""
+    stage: Stage = Stage.IN_USE
+    resets: int = 0
+    """How often it was put back to the template's state; 0 for the test it was cloned for."""
+    resetting: ResetInside | None = None
+    """Its reset, under way while :attr:`stage` is RESETTING."""
+
+
+class FreshPool:
+    """The pg_url databases of one process, at most :data:`POOL_SIZE` held at once.
+
+    A reset is advanced without waiting, so the server puts one database back while the next test
+    runs on another: another database is cloned when a test starts while every one is being reset,
+    and from then on they take turns.
+    """
+
+    def __init__(
+        self,
+        admin: AdminConnection,
+        admin_url: str,
+        run_id: str,
+        template: Callable[[], Template],
+        new_name: Callable[[], str],
+        clone_strategy: str | None,
+    ) -> None:
+        self.admin = admin
+        self.admin_url = admin_url
+        self.run_id = run_id
+        self._template = template
+        self._new_name = new_name
+        self._clone_strategy = clone_strategy
+        self._databases: list[FreshDatabase] = []
+        """The databases held (stages in :data:`HELD`), the one released last at the end."""
+        self._kept = 0
+        self._cluster_objects: cluster_objects.Snapshot | None = None
+        self._source: str | None = None
+        self.reset_unavailable = reset.why_reset_is_unavailable(admin)
+        """Why databases are dropped and cloned instead of reset, or None when they are reset."""
+
+    def acquire(self) -> FreshDatabase:
+        """A database in the template's state that no session is connected to, IN_USE.
+
+        Also notes the server's roles, databases... for :meth:`release` to name the new ones.
+        """
+        self._advance_resets(wait=False)
+        while (
+            not self._in(Stage.READY)
+            and self._in(Stage.RESETTING)
+            and len(self._databases) >= POOL_SIZE
+        ):
+            self._advance_resets(wait=True, count=1)
+        if self._cluster_objects is None:  # else as the last test of this process left them
+            self._cluster_objects = cluster_objects.snapshot(self.admin)
+        ready = self._in(Stage.READY)
+        if ready:
+            database = ready[-1]
+            # The session that reset it may still be on its way out; the test must not meet it.
+            ownership.wait_for_sessions_to_end(self.admin, database.name)
+            database.stage = Stage.IN_USE
+            return database
+        database = self._clone()
+        if len(self._databases) == 1 and self.reset_unavailable is None:
+            self._learn_whether_the_schema_allows_reset(database)
+        return database
+
+    def release(self, database: FreshDatabase) -> set[str]:
+        """Start putting ``database`` back to the template's state for a later test, or drop it.
+
+        Returns the roles, databases... that appeared on the server since :meth:`acquire`.
+        """
+        self._advance_resets(wait=False)
+        appeared = self._cluster_objects_appeared()
+        if self.reset_unavailable is None and self._start_reset(database):
+            return appeared
+        self._drop(database)
+        return appeared
+
+    def keep(self, database: FreshDatabase, test_name: str) -> tuple[str | None, set[str]]:
+        """Leave ``database`` as its failed test left it (KEPT), for ``unmocked psql``.
+
+        Its comment says it is kept, so this run's end leaves it and later runs collect it only
+        after :data:`unmocked.ownership.KEPT_FOR_SECONDS` (``unmocked gc`` at once). Past
+        :data:`KEEP_AT_MOST` kept databases it is released instead. Returns its name (None when
+        it was released), and what :meth:`release` would.
+        """
+        if self._kept >= KEEP_AT_MOST:
+            return None, self.release(database)
+        self._kept += 1
+        self._leave(database, Stage.KEPT)
+        appeared = self._cluster_objects_appeared()
+        row = self.admin.execute(
+            "SELECT datname FROM pg_database WHERE oid = %s", (database.oid,)
+        ).fetchone()
+        if row is None:
+            return database.name, appeared  # the test dropped it
+        owner = Owner("kept", run=self.run_id, test=test_name, since=int(time.time()))
+        ownership.record_owner(self.admin, str(row[0]), owner)
+        return str(row[0]), appeared
+
+    def close(self) -> None:
+        """Finish the resets under way and drop every database."""
+        self._advance_resets(wait=True)
+        for database in self._in(Stage.READY):
+            self._drop(database)
+
+    # -- the stages ---------------------------------------------------------------------------
+
+    def _in(self, stage: Stage) -> list[FreshDatabase]:
+        return [database for database in self._databases if database.stage is stage]
+
+    def _clone(self) -> FreshDatabase:
+        name = self._new_name()
+        ownership.create_database(
+            self.admin,
+            name,
+            Owner("fresh", run=self.run_id),
+            self._clone_source(),
+            self._clone_strategy,
+        )
+        row = self.admin.execute(
+            f"SELECT oid, {_ROW_STATE} FROM pg_database WHERE datname = %s", (name,)
+        ).fetchone()
+        if row is None:
+            raise DatabaseError(f"the database {name!r} vanished right after it was cloned")
+        database = FreshDatabase(name, int(str(row[0])), str(row[1]))
+        self._databases.append(database)
+        return database
+
+    def _start_reset(self, database: FreshDatabase) -> bool:
+        """Steps 1-3 now, so that the test's URL is dead once it ended; step 4 started.
+
+        False when the database must be dropped instead.
+        """
+        new_name = self._new_name()
+        for attempt in range(2):
+            try:
+                self.admin.execute(_end_sessions_and_rename(self.admin, database, new_name))
+                break
+            except psycopg.Error as error:
+                if error.diag.message_primary != "unmocked: settings" or attempt:
+                    return False  # dropped, renamed or altered by the test: clone anew
+                ownership.roll_back_prepared(self.admin, database.name)
+                _reset_settings(self.admin, database)
+        database.name = new_name
+        database.stage = Stage.RESETTING
+        database.resetting = ResetInside(with_database(self.admin_url, new_name))
+        self._databases.remove(database)  # resets are advanced in the order they began
+        self._databases.append(database)
+        self._advance_resets(wait=False)
+        return True
+
+    def _advance_resets(self, wait: bool, count: int | None = None) -> None:
+        """Advance the resets under way, oldest first (``count`` of them to their end with
+        ``wait``); a database whose reset ended is READY for a next test, or dropped."""
+        for database in self._in(Stage.RESETTING)[:count]:
+            assert database.resetting is not None
+            outcome = database.resetting.advance(wait)
+            if outcome is None:
+                continue
+            database.resetting = None
+            if outcome:
+                database.resets += 1
+                database.stage = Stage.READY
+            else:
+                self._drop(database)
+
+    def _leave(self, database: FreshDatabase, stage: Stage) -> None:
+        """The pool no longer holds ``database``: it is KEPT or DROPPED."""
+        database.stage = stage
+        self._databases.remove(database)
+
+    def _drop(self, database: FreshDatabase) -> None:
+        self._leave(database, Stage.DROPPED)
+        _drop(self.admin, database.oid, self.run_id)
+
+    # -- what a database comes from -----------------------------------------------------------
+
+    def _clone_source(self) -> str:
+        """The template pg_url databases are cloned from; falls back to the plain template."""
+        if self._source is None:
+            template = self._template()
+            self._source = template.name
+            if self.reset_unavailable is None:
+                try:
+                    self._source = ensure_template(
+                        self.admin,
+                        self.admin_url,
+                        reset.ResetMachinery(template),
+                        self.admin.info.server_version // 10000,
+                        self.run_id,
+                        base=template.name,
+                    ).name
+                except (UnmockedError, psycopg.Error) as error:
+                    self.reset_unavailable = f"preparing the template for reset failed: {error}"
+        return self._source
+
+    def _learn_whether_the_schema_allows_reset(self, database: FreshDatabase) -> None:
+        """Read, once, whether the template's schema lets reset work at all.
+
+        When it does not, every test gets a new clone, and the run's summary says why.
+        """
+        url = with_database(self.admin_url, database.name)
+        self.reset_unavailable = reset.why_schema_cannot_be_reset(url)
+        ownership.wait_for_sessions_to_end(self.admin, database.name)
+
+    def _cluster_objects_appeared(self) -> set[str]:
+        """Roles, databases... new since the last look (at this test's start, or the last end).
+
+        Databases named like ours are left out: other runs and xdist workers make them all the
+        time.
+        """
+        now = cluster_objects.snapshot(self.admin)
+        appeared = now.since(self._cluster_objects or cluster_objects.Snapshot(frozenset()))
+        self._cluster_objects = now
+        return {
+            described
+            for described in appeared.described()
+            if not described.startswith(f"database {ownership.PREFIX}")
+        }
+
+
+def _end_sessions_and_rename(
+    admin: AdminConnection, database: FreshDatabase, new_name: str
+) -> sql.Composed:
+    body = sql.SQL(_END_SESSIONS_AND_RENAME).format(
+        seconds=SESSION_END_SECONDS,
+        oid=database.oid,
+        name=database.name,
+        new_name=new_name,
+        row_state=sql.SQL(_ROW_STATE),
+        state=database.row_state,
+    )
+    return sql.SQL("DO {}").format(sql.Literal(body.as_string(admin)))
+
+
+def _reset_settings(admin: AdminConnection, database: FreshDatabase) -> None:
+    """Undo ``ALTER DATABASE ... SET`` and ``ALTER ROLE ... IN DATABASE ... SET``."""
+    roles = admin.execute(
+        "SELECT setrole::regrole::text FROM pg_db_role_setting "
+        "WHERE setdatabase = %s AND setrole <> 0",
+        (database.oid,),
+    ).fetchall()
+    name = sql.Identifier(database.name)
+    admin.execute(sql.SQL("ALTER DATABASE {} RESET ALL").format(name))
+    for (role,) in roles:
+        admin.execute(
+            sql.SQL("ALTER ROLE {} IN DATABASE {} RESET ALL").format(sql.SQL(str(role)), name)
+        )
+
+
+def _drop(admin: AdminConnection, oid: int, run_id: str) -> None:
+    """Drop a database of ours, by OID: also when the test renamed it or rewrote its comment.
+
+    (A test that renamed it to a name without our prefix keeps it: unmocked drops only databases
+    whose name says they are its own.)
+    """
+    row = admin.execute("SELECT datname FROM pg_database WHERE oid = %s", (oid,)).fetchone()
+    if row is None:
+        return
+    name = str(row[0])
+    if name.startswith(ownership.PREFIX) and ownership.owner_of(admin, name) is None:
+        ownership.record_owner(admin, name, Owner("fresh", run=run_id))
+    ownership.drop_database(admin, name)

@@ -1,0 +1,155 @@
+"""Putting a used ``pg_url`` database back to its template's state in place: the SQL and its driver.
+
+:data:`INSTALL` (the text of ``reset.sql``) runs once, in a copy of the template that pg_url
+databases are then cloned from (:class:`ResetMachinery`; never in the template itself, so rollback
+tests pay nothing for it). It adds a schema of ours, ``unmocked_reset``, holding:
+
+- a table of the relations a statement wrote to, filled by a statement-level trigger on every
+  ordinary and partitioned table. Statement triggers fire for COPY FROM, for the cascading deletes
+  of foreign keys and for TRUNCATE (also of each table a CASCADE reaches); the triggers are
+  ``ENABLE ALWAYS`` so ``session_replication_role = replica`` cannot silence them;
+- a table that an event trigger (``ddl_command_end`` and ``sql_drop``, also ``ENABLE ALWAYS``)
+  writes to when a schema object outside temporary schemas is created, altered, granted or
+  dropped: a database whose schema changed is dropped and cloned again, never repaired;
+- a copy of every row the template holds, and each sequence's value in the template.
+
+Marks are plain (logged) tables: a crash of the server keeps them, where an unlogged table would
+come back empty and let a written table pass for untouched. A mark is written only when the table
+has none visible yet, and no unique index backs it, so two of the test's connections writing one
+table never wait for each other on our account.
+
+:data:`RESET` is one function call, one transaction: it says why the database cannot be reset (the
+schema changed, a trigger of ours was disabled...), or deletes every row of the tables written to
+(plus inheritance children and partitions, and tables whose foreign keys have ON DELETE / ON UPDATE
+actions on them, transitively), puts the template's rows back, sets every sequence back and unlinks
+every large object, all with ``session_replication_role = replica`` so that neither foreign keys nor
+the user's triggers act on the way. :class:`ResetInside` runs it through libpq's non-blocking calls,
+so the server resets one database while the next test runs on another.
+"""
+
+from __future__ import annotations
+
+import select
+from importlib import resources
+
+import psycopg
+from psycopg import pq
+from psycopg.pq import ConnStatus, ExecStatus, PollingStatus
+
+from unmocked.migrations import digest
+from unmocked.ownership import AdminConnection
+from unmocked.templates import Template
+
+SCHEMA = "unmocked_reset"
+
+INSTALL = resources.files(__package__).joinpath("reset.sql").read_text(encoding="utf-8")
+"""Prepare a database for reset: run once, in the template copy pg_url databases come from."""
+
+RESET = b"SELECT unmocked_reset.reset()"
+"""Put the database back to the template's state; NULL, or why it cannot (so: clone anew)."""
+
+
+class ResetMachinery:
+    """The template plus :data:`INSTALL`'s machinery: what pg_url databases are cloned from.
+
+    A migration source in form, so that :func:`unmocked.templates.ensure_template` builds it once
+    per template under the same lock and cache rules, cloned from the template itself. Its
+    fingerprint covers the text of ``reset.sql``: a changed file is a new copy, never a stale one.
+    """
+
+    def __init__(self, template: Template) -> None:
+        self.template = template
+
+    def describe(self) -> str:
+        return f"the reset machinery over template {self.template.fingerprint[:6]}"
+
+    def fingerprint(self) -> str:
+        return digest(b"reset", INSTALL.encode(), self.template.fingerprint.encode())
+
+    def apply(self, url: str) -> None:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(INSTALL.encode())
+
+
+def why_reset_is_unavailable(conn: AdminConnection) -> str | None:
+    """None when the server behind ``conn`` allows resetting databases, else why not."""
+    if conn.info.server_version < 140000:
+        return "PostgreSQL 13 and older cannot wait for a session to end"
+    row = conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()
+    if not row or not row[0]:
+        return f"the role {conn.info.user!r} is not a superuser, so it cannot use event triggers"
+    return None
+
+
+def why_schema_cannot_be_reset(url: str) -> str | None:
+    """Read, in a database cloned from the machinery, whether its schema lets reset work at all.
+
+    A template with large objects, or a trigger or rule that would act during the reset, cannot
+    be put back in place: every test then gets a new clone.
+    """
+    with psycopg.connect(url) as inside:
+        row = inside.execute(f"SELECT cannot_reset FROM {SCHEMA}.facts").fetchone()
+    return str(row[0]) if row and row[0] else None
+
+
+class ResetInside:
+    """:data:`RESET` under way in one database, advanced without waiting where it can.
+
+    First a session of our own starts in the database, then the reset runs in it: the server does
+    both while the next test runs on another database. (Not a thread: a thread of the test process
+    waits for the interpreter lock after each round trip, which costs more than it saves.)
+    """
+
+    def __init__(self, url: str) -> None:
+        self._inside = pq.PGconn.connect_start(url.encode())
+        self._polling = PollingStatus.WRITING  # as libpq says to act right after connect_start
+        self._sent = False
+
+    def advance(self, wait: bool) -> bool | None:
+        """Take the reset as far as it goes (to its end with ``wait``).
+
+        None while it is under way; then True when the database is back in the template's state,
+        False when it must be dropped instead.
+        """
+        inside = self._inside
+        while not self._sent:
+            if self._polling == PollingStatus.FAILED or inside.status == ConnStatus.BAD:
+                return self._end(False)
+            reading = self._polling == PollingStatus.READING
+            ready = select.select(
+                [inside.socket] if reading else [],
+                [] if reading else [inside.socket],
+                [],
+                None if wait else 0,
+            )
+            if not any(ready):
+                return None
+            self._polling = PollingStatus(inside.connect_poll())
+            if self._polling == PollingStatus.OK:
+                inside.send_query(RESET)
+                self._sent = True
+        result = _result(inside, wait)
+        if result is None:
+            return None
+        return self._end(result.status == ExecStatus.TUPLES_OK and result.get_value(0, 0) is None)
+
+    def _end(self, outcome: bool) -> bool:
+        self._inside.finish()  # its session ends while the next test starts; acquire() waits
+        return outcome
+
+
+def _result(pgconn: pq.abc.PGconn, wait: bool) -> pq.abc.PGresult | None:
+    """The result of the one query sent on ``pgconn``; None while it runs and not ``wait``."""
+    while pgconn.flush():
+        select.select([], [pgconn.socket], [])
+    pgconn.consume_input()
+    while pgconn.is_busy():
+        if not wait:
+            return None
+        select.select([pgconn.socket], [], [])
+        pgconn.consume_input()
+    result = pgconn.get_result()
+    while pgconn.get_result() is not None:
+        pass
+    assert result is not None
+    return result

@@ -1,0 +1,105 @@
+"""The pytest plugin: options, configuration and xdist wiring over :class:`UnmockedSession`.
+
+Wiring only; everything it does can be done from plain Python with the library. Its modules:
+
+- here: the ``--unmocked-*`` options and ini keys, one :class:`UnmockedSession` per process
+  (made in ``pytest_configure``), and xdist: the controller starts the server and hands it to the
+  workers, which hand their tallies back;
+- :mod:`~unmocked.plugin.fixtures`: ``pg_server``, ``pg``, ``sa_engine``, ``sa_session``,
+  ``pg_url``;
+- :mod:`~unmocked.plugin.async_fixtures`: ``apg``, ``sa_async_session`` and the SQLModel twins;
+- :mod:`~unmocked.plugin.django`: pytest-django's database fixtures on unmocked's server;
+- :mod:`~unmocked.plugin.factories`: ``factory_session`` for factory_boy;
+- :mod:`~unmocked.plugin.env`: the ``unmocked_export_env`` option;
+- :mod:`~unmocked.plugin.report`: the header and summary lines.
+
+See :mod:`unmocked.isolation` for what rollback isolation keeps and what it cannot.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from unmocked.errors import UnmockedError
+from unmocked.plugin._shared import SESSION_KEY, server_from_json, server_to_json
+from unmocked.report import Tally
+from unmocked.session import UnmockedSession
+from unmocked.settings import OPTIONS, Settings
+
+# Fixture and framework modules: the framework ones register nothing unless their framework is
+# installed and configured.
+pytest_plugins = [
+    "unmocked.plugin.fixtures",
+    "unmocked.plugin.env",
+    "unmocked.plugin.report",
+    "unmocked.plugin.django",
+    "unmocked.plugin.factories",
+    "unmocked.plugin.async_fixtures",
+]
+
+WORKER_INPUT_KEY = "unmocked_server"
+WORKER_OUTPUT_KEY = "unmocked_tally"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("unmocked", "real PostgreSQL databases for tests")
+    for ini_key, _env_key, help_text in OPTIONS:
+        group.addoption(
+            f"--{ini_key.replace('_', '-')}", dest=ini_key, default=None, help=help_text
+        )
+        parser.addini(ini_key, help_text, default="")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if SESSION_KEY in config.stash:  # made earlier by plugin.env, to export its database
+        return
+    flags = {ini_key: config.getoption(ini_key) for ini_key, _, _ in OPTIONS}
+    ini = {ini_key: config.getini(ini_key) for ini_key, _, _ in OPTIONS}
+    try:
+        settings = Settings.from_values(flags, os.environ, Path(config.rootpath), ini)
+    except UnmockedError as error:
+        raise pytest.UsageError(str(error)) from None
+    worker_input = getattr(config, "workerinput", {})
+    attach_to = (
+        server_from_json(worker_input[WORKER_INPUT_KEY])
+        if WORKER_INPUT_KEY in worker_input
+        else None
+    )
+    config.stash[SESSION_KEY] = UnmockedSession(settings, attach_to=attach_to)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    session = config.stash.get(SESSION_KEY, None)
+    if session is not None:
+        session.close()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """xdist controller: start the server once and hand it to every worker."""
+    session = node.config.stash[SESSION_KEY]
+    try:
+        server = session.server
+    except UnmockedError as error:
+        raise pytest.UsageError(str(error)) from None
+    node.workerinput[WORKER_INPUT_KEY] = server_to_json(server)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """xdist controller: add a finished worker's tally to the run's summary."""
+    report = getattr(node, "workeroutput", {}).get(WORKER_OUTPUT_KEY)
+    if report:
+        node.config.stash[SESSION_KEY].tally.merge(Tally.from_json(report))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """xdist worker: hand this worker's tally to the controller (sent after this hook)."""
+    worker_output = getattr(session.config, "workeroutput", None)
+    if worker_output is not None:
+        worker_output[WORKER_OUTPUT_KEY] = session.config.stash[SESSION_KEY].tally.to_json()

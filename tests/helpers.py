@@ -1,0 +1,120 @@
+"""Plain helpers shared by conftest.py and the test modules: the running server, the command.
+
+Import them with ``from helpers import ...``. tests/ has no ``__init__.py``, so pytest's default
+(``prepend``) import mode puts tests/ first on ``sys.path`` before it imports conftest.py or a test
+module, which is how both find this module. Fixtures stay in conftest.py, and nothing imports from
+conftest.py.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import psycopg
+
+RUNNING_SERVER_URL = os.environ.get(
+    "UNMOCKED_TEST_SERVER_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+
+# How the tests start the ``unmocked`` command and pytest: this interpreter, so that they run the
+# checkout's code.
+UNMOCKED_COMMAND = (sys.executable, "-m", "unmocked.cli")
+PYTEST_COMMAND = (sys.executable, "-m", "pytest")
+
+
+def server_answers(url: str) -> bool:
+    """Whether a PostgreSQL server accepts a connection at ``url`` (within 3 seconds)."""
+    try:
+        psycopg.connect(url, connect_timeout=3).close()
+    except psycopg.Error:
+        return False
+    return True
+
+
+def run_to_end(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | str | None = None,
+    timeout: float = 240,
+    input: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run a command as a user would, to its end; its status and its output (as text).
+
+    ``env`` is the command's whole environment (this process's when None); ``input`` is written to
+    its standard input (none when None). The exit status is the caller's to check.
+    """
+    return subprocess.run(
+        list(argv),
+        env=None if env is None else dict(env),
+        cwd=cwd,
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def run_unmocked(
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | str | None = None,
+    timeout: float = 240,
+    input: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """The ``unmocked`` command with ``args``, run by :func:`run_to_end`."""
+    return run_to_end([*UNMOCKED_COMMAND, *args], env=env, cwd=cwd, timeout=timeout, input=input)
+
+
+def run_pytest(
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | str | None = None,
+    timeout: float = 240,
+) -> subprocess.CompletedProcess[str]:
+    """A pytest run of its own (a new process, as CI would start it), by :func:`run_to_end`."""
+    return run_to_end([*PYTEST_COMMAND, *args], env=env, cwd=cwd, timeout=timeout)
+
+
+def embedded_env(cache: Path, **extra: str) -> dict[str, str]:
+    """This process's environment with only the embedded server: no URL to fall back on, no
+    libpq, pytest or Django variables, as on a fresh machine; ``extra`` on top."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("UNMOCKED_", "PG", "PYTEST_", "DJANGO_")) and key != "DATABASE_URL"
+    }
+    return {**env, "UNMOCKED_PROVIDER": "embedded", "UNMOCKED_CACHE_DIR": str(cache), **extra}
+
+
+def write_files(folder: Path, files: Mapping[str, str]) -> Path:
+    """Write ``{relative path: text}`` under ``folder`` (texts dedented), making folders."""
+    for name, text in files.items():
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text).lstrip())
+    return folder
+
+
+def is_running(pid: int) -> bool:
+    """True while ``pid`` runs; a zombie nobody reaped yet has exited."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+def wait_until_gone(pid: int, seconds: float = 10.0) -> bool:
+    """Wait for ``pid`` to exit, at most ``seconds``; True once it has."""
+    deadline = time.monotonic() + seconds
+    while is_running(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return not is_running(pid)
