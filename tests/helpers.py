@@ -9,6 +9,7 @@ conftest.py.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -17,10 +18,19 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import psycopg
+import pytest
+
+from unmocked import servers
+from unmocked.servers import RunningServer
+from unmocked.servers._as_root import service_account
+from unmocked.servers._slots import data_root
+from unmocked.settings import Settings
 
 RUNNING_SERVER_URL = os.environ.get(
     "UNMOCKED_TEST_SERVER_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
+
+as_root = pytest.mark.skipif(os.geteuid() != 0, reason="only root runs PostgreSQL as another user")
 
 # How the tests start the ``unmocked`` command and pytest: this interpreter, so that they run the
 # checkout's code.
@@ -118,3 +128,44 @@ def wait_until_gone(pid: int, seconds: float = 10.0) -> bool:
     while is_running(pid) and time.monotonic() < deadline:
         time.sleep(0.02)
     return not is_running(pid)
+
+
+class Cache:
+    """A cache folder of its own; the cluster data it led to is removed afterwards (it is RAM)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def settings(self, provider: str = "embedded", pg_version: int | None = None) -> Settings:
+        return Settings(provider=provider, pg_version=pg_version, cache_dir=self.path)
+
+    def start(self, provider: str = "embedded", pg_version: int | None = None) -> RunningServer:
+        return servers.start(self.settings(provider, pg_version))
+
+    def remove(self) -> None:
+        shutil.rmtree(data_root(self.path, service_account()), ignore_errors=True)
+
+
+def query(url: str, sql: str) -> object:
+    """The one value ``sql`` returns on ``url``."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(sql).fetchone()
+    assert row is not None
+    return row[0]
+
+
+def execute(url: str, sql: str) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(sql)
+
+
+def postmaster_pid(running: RunningServer) -> int:
+    assert running.server.data_dir is not None
+    return int((running.server.data_dir / "postmaster.pid").read_text().split()[0])
+
+
+def pid_file_of(data_dir: Path) -> str:
+    try:
+        return (data_dir / "postmaster.pid").read_text()
+    except FileNotFoundError:
+        return ""

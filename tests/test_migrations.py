@@ -13,10 +13,26 @@ import sys
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
-from sqlalchemy import Column, ForeignKey, Index, Integer, MetaData, Table, Text
+from sqlalchemy import (
+    DDL,
+    CheckConstraint,
+    Column,
+    Connection,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Sequence,
+    Table,
+    Text,
+    event,
+)
+from sqlalchemy import text as sql_text
 
 from unmocked import ownership
 from unmocked.errors import ConfigurationError, MigrationError
@@ -200,6 +216,38 @@ def test_setting_that_names_nothing_usable_is_a_configuration_error_saying_why(
     assert expected in message
 
 
+@pytest.mark.parametrize(
+    ("source", "error"),
+    [
+        ("import os\nRATE = 1 / 0\n", "ZeroDivisionError: division by zero"),
+        (
+            "import os\nimport unmocked_no_such_dependency\n",
+            "ModuleNotFoundError: No module named 'unmocked_no_such_dependency'",
+        ),
+        (
+            "import json\nSETTINGS = json.loads('{')\n",
+            "JSONDecodeError: Expecting property name enclosed in double quotes: line 1 column 2 "
+            "(char 1)",
+        ),
+        ("import os\ndef broken(:\n    pass\n", "SyntaxError: invalid syntax"),
+    ],
+    ids=["raises", "lacks-a-dependency", "fails-inside-the-standard-library", "syntax-error"],
+)
+def test_module_that_fails_while_imported_is_a_migration_error_at_its_own_line(
+    source: str, error: str, tmp_path: Path, write_module: Callable[[str], str]
+) -> None:
+    module = write_module(source)
+
+    with pytest.raises(MigrationError) as raised:
+        load(f"{module}:metadata", tmp_path)
+
+    assert str(raised.value) == (
+        f"unmocked_migrations = '{module}:metadata': importing {module} failed at "
+        f"{tmp_path / (module + '.py')}, line 2: {error}. Fix the module and run again; "
+        "nothing was cached."
+    )
+
+
 # -- SQL files: order and fingerprint ---------------------------------------------------------
 
 
@@ -288,6 +336,150 @@ def test_metadata_fingerprint_changes_when_an_index_is_added() -> None:
     Index("users_email", indexed.tables["users"].c.email)
 
     assert SqlAlchemyMetadata("models:metadata", indexed).fingerprint() != before
+
+
+def orders_metadata(**changes: object) -> MetaData:
+    """An ``orders`` table with one of each thing ``create_all`` emits besides ``CREATE TABLE``;
+    ``changes`` replace the defaults below, one at a time."""
+    shape: dict[str, Any] = {
+        "statuses": ("new", "paid"),
+        "first_id": 1,
+        "check": "amount > 0",
+        "table_comment": "Orders placed by users",
+        "column_comment": "In cents",
+        "table_ddl": "CREATE INDEX orders_recent ON orders (id DESC)",
+        "metadata_ddl": "CREATE SCHEMA audit",
+        "listener_sql": "INSERT INTO orders (id, amount) VALUES (nextval('order_ids'), 1)",
+        "driver_sql": "ALTER TABLE orders ALTER COLUMN amount SET STATISTICS 100",
+        **changes,
+    }
+    metadata = MetaData()
+    orders = Table(
+        "orders",
+        metadata,
+        Column("id", Integer, Sequence("order_ids", start=shape["first_id"]), primary_key=True),
+        Column("status", Enum(*shape["statuses"], name="order_status")),
+        Column("amount", Integer, comment=shape["column_comment"]),
+        CheckConstraint(shape["check"], name="amount_is_positive"),
+        comment=shape["table_comment"],
+    )
+    for column in ("status", "amount", "id"):  # indexes sit in a set: their order varies
+        Index(f"orders_{column}", orders.c[column])
+    event.listen(orders, "after_create", DDL(shape["table_ddl"]))
+    event.listen(metadata, "before_create", DDL(shape["metadata_ddl"]))
+
+    def insert_first_order(target: Table, connection: Connection, **kw: object) -> None:
+        connection.execute(sql_text(shape["listener_sql"]))
+
+    def tune_statistics(target: Table, connection: Connection, **kw: object) -> None:
+        connection.exec_driver_sql(shape["driver_sql"])
+
+    event.listen(orders, "after_create", insert_first_order)
+    event.listen(orders, "after_create", tune_statistics)
+    return metadata
+
+
+def test_metadata_fingerprint_is_the_same_however_sqlalchemy_orders_its_sets() -> None:
+    fingerprints = {
+        SqlAlchemyMetadata("models:metadata", orders_metadata()).fingerprint() for _ in range(8)
+    }
+
+    assert len(fingerprints) == 1
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"statuses": ("new", "paid", "refunded")},
+        {"first_id": 1000},
+        {"check": "amount >= 0"},
+        {"table_comment": "Orders"},
+        {"column_comment": "In euros"},
+        {"table_ddl": "CREATE INDEX orders_recent ON orders (id DESC, amount)"},
+        {"metadata_ddl": "CREATE SCHEMA history"},
+        {"listener_sql": "INSERT INTO orders (id, amount) VALUES (nextval('order_ids'), 2)"},
+        {"driver_sql": "ALTER TABLE orders ALTER COLUMN amount SET STATISTICS 200"},
+    ],
+    ids=lambda change: next(iter(change)),
+)
+def test_metadata_fingerprint_changes_with_anything_create_all_would_run(
+    change: dict[str, object],
+) -> None:
+    before = SqlAlchemyMetadata("models:metadata", orders_metadata()).fingerprint()
+
+    assert SqlAlchemyMetadata("models:metadata", orders_metadata(**change)).fingerprint() != before
+
+
+def test_metadata_built_by_create_all_is_what_its_fingerprint_describes(
+    empty_database: str,
+) -> None:
+    SqlAlchemyMetadata("models:metadata", orders_metadata()).apply(empty_database)
+
+    with psycopg.connect(empty_database) as conn:
+        statuses = conn.execute("SELECT enum_range(NULL::order_status)::text").fetchone()
+        orders = conn.execute("SELECT count(*) FROM orders").fetchone()
+        comment = conn.execute("SELECT obj_description('orders'::regclass)").fetchone()
+    assert statuses == ("{new,paid}",)
+    assert orders == (1,)
+    assert comment == ("Orders placed by users",)
+
+
+LISTENER_THAT_READS = """
+    from sqlalchemy import Column, Integer, MetaData, Table, event, text
+
+    metadata = MetaData()
+    counters = Table("counters", metadata, Column("value", Integer))
+
+    @event.listens_for(counters, "after_create")
+    def seed(target, connection, **kw):
+        if connection.execute(text("SELECT count(*) FROM counters")).scalar() == 0:
+            connection.execute(text("INSERT INTO counters VALUES ({value})"))
+"""
+
+
+def test_metadata_whose_listener_reads_the_database_is_fingerprinted_by_the_listener_source(
+    tmp_path: Path, write_module: Callable[[str], str], empty_database: str
+) -> None:
+    # The listener reads a result, which a dry run of create_all cannot give it.
+    first = load(f"{write_module(LISTENER_THAT_READS.format(value=1))}:metadata", tmp_path)
+    again = load(f"{write_module(LISTENER_THAT_READS.format(value=1))}:metadata", tmp_path)
+    changed = load(f"{write_module(LISTENER_THAT_READS.format(value=2))}:metadata", tmp_path)
+
+    assert first.fingerprint() == again.fingerprint()
+    assert changed.fingerprint() != first.fingerprint()
+    changed.apply(empty_database)
+    with psycopg.connect(empty_database) as conn:
+        assert conn.execute("SELECT value FROM counters").fetchall() == [(2,)]
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        (
+            "nowhere.id",
+            "models:metadata: the foreign key of orders.user_id points at nowhere.id, but the "
+            "MetaData has no table nowhere (SQLAlchemy). Define that table on the same MetaData "
+            "(import the module that defines it from the one unmocked_migrations names), or fix "
+            "the ForeignKey; nothing was cached.",
+        ),
+        (
+            "users.uid",
+            "models:metadata: the foreign key of orders.user_id points at users.uid, but table "
+            "users has no column uid (SQLAlchemy). Fix the ForeignKey; nothing was cached.",
+        ),
+    ],
+    ids=["missing-table", "missing-column"],
+)
+def test_foreign_key_that_resolves_to_nothing_is_a_migration_error_naming_the_column(
+    target: str, expected: str
+) -> None:
+    metadata = users_metadata()
+    Table("orders", metadata, Column("user_id", Integer, ForeignKey(target)))
+
+    with pytest.raises(MigrationError) as raised:
+        SqlAlchemyMetadata("models:metadata", metadata).fingerprint()
+
+    assert str(raised.value) == expected
 
 
 # -- errors that point at the line ------------------------------------------------------------

@@ -332,14 +332,34 @@ def test_collectors_running_at_once_over_the_same_abandoned_databases_all_succee
 
 @pytest.mark.parametrize(
     "owner",
-    [Owner("template", fingerprint="c" * 64), Owner("fresh", run="0123456789")],
+    [
+        Owner("template", fingerprint="c" * 64),
+        Owner("template", fingerprint="c" * 64, used=1_790_000_000),
+        Owner("fresh", run="0123456789"),
+        Owner("build", run="0123456789", fingerprint="d" * 64, since=1, pid=4242, host="ci-7"),
+    ],
 )
 def test_owner_survives_the_round_trip_through_the_database_comment(owner: Owner) -> None:
     assert Owner.parse(owner.comment()) == owner
 
 
+def test_a_comment_with_fields_of_a_later_unmocked_still_names_the_owner() -> None:
+    comment = 'unmocked:{"kind": "template", "fingerprint": "e", "used": 5, "shiny": [1]}'
+
+    assert Owner.parse(comment) == Owner("template", fingerprint="e", used=5)
+
+
 @pytest.mark.parametrize(
-    "comment", [None, "", "user notes", "unmocked:not json", "unmocked:{}", 'unmocked:{"x": 1}']
+    "comment",
+    [
+        None,
+        "",
+        "user notes",
+        "unmocked:not json",
+        "unmocked:{}",
+        'unmocked:{"x": 1}',
+        "unmocked:[1]",
+    ],
 )
 def test_comment_that_unmocked_did_not_write_has_no_owner(comment: str | None) -> None:
     assert Owner.parse(comment) is None

@@ -4,6 +4,8 @@ checked by running a whole pytest session as a user would, through every provide
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 LEAKY_SUITE = """
@@ -187,3 +189,93 @@ def test_session_state_does_not_leak_between_tests(user_project: pytest.Pytester
         """
     )
     user_project.runpytest("-p", "no:randomly").assert_outcomes(passed=2)
+
+
+SECOND_CONNECTIONS = '''
+import threading
+
+import psycopg
+import pytest
+
+
+def count(pg):
+    return pg.execute("SELECT count(*) FROM users").fetchone()[0]
+
+
+def commit_from_a_thread(pg, statement, close):
+    """What code under test does: a thread of its own, a connection of its own, a commit."""
+    opened = []
+
+    def work():
+        conn = psycopg.connect(pg.info.dsn, password=pg.info.password, autocommit=True)
+        conn.execute(statement)
+        if close:
+            conn.close()
+        else:
+            opened.append(conn)
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join()
+    return opened
+
+
+LEFT_OPEN = []
+
+
+def test_01_thread_commits_and_closes_right_before_the_test_ends(pg):
+    commit_from_a_thread(pg, "INSERT INTO users (email) VALUES ('closed@x')", True)
+
+
+def test_02_sees_nothing(pg):
+    assert count(pg) == 0
+
+
+def test_03_thread_commits_and_leaves_its_connection_open(pg):
+    LEFT_OPEN.extend(
+        commit_from_a_thread(pg, "INSERT INTO users (email) VALUES ('open@x')", False)
+    )
+
+
+def test_04_sees_nothing(pg):
+    assert count(pg) == 0
+
+
+def test_05_thread_commits_ddl_and_closes(pg):
+    commit_from_a_thread(pg, "CREATE TABLE leaked (x int)", True)
+
+
+def test_06_sees_no_table(pg):
+    assert pg.execute("SELECT to_regclass('leaked')").fetchone()[0] is None
+
+
+def test_07_thread_truncates_and_closes(pg):
+    commit_from_a_thread(pg, "TRUNCATE users CASCADE", True)
+
+
+@pytest.mark.asyncio
+async def test_08_async_rollback_connection_sits_in_the_database_too(apg):
+    assert (await (await apg.execute("SELECT count(*) FROM users")).fetchone())[0] == 0
+
+
+def test_09_a_second_connection_that_only_reads_and_closes(pg):
+    commit_from_a_thread(pg, "SELECT count(*) FROM users", True)
+
+
+def test_10_pg_after_apg_and_a_reader(pg):
+    assert count(pg) == 0
+'''
+
+
+def test_a_second_connection_that_commits_is_invisible_to_the_next_test_and_named(
+    user_project: pytest.Pytester,
+) -> None:
+    user_project.makepyfile(test_second=SECOND_CONNECTIONS)
+    result = user_project.runpytest("-p", "no:randomly")
+    result.assert_outcomes(passed=10, warnings=4)
+    output = result.stdout.str()
+    for test in ("test_01", "test_05", "test_07"):
+        assert re.search(rf"{test}\S* committed changes to the rollback database", output), output
+    assert re.search(r"test_03\S* left a connection of its own", output), output
+    # Reading from a second connection leaks nothing: no rebuild, no warning.
+    assert "test_09" not in output.split("warnings summary")[1], output

@@ -161,7 +161,7 @@ def test_up_starts_a_server_that_outlives_the_command_and_down_stops_it(cache: C
     for line in ("provider:   embedded", "version:    PostgreSQL 18.", f"pid:        {pid}"):
         assert line in output
     assert re.search(r"uptime: +0 min \d+ s", output)
-    assert "url:        postgresql://postgres@127.0.0.1:" in output
+    assert "url:        postgresql://postgres:***@127.0.0.1:" in output  # never the secret
 
     status, output = cache.unmocked("up")
     assert status == 0 and "already running" in output and f"pid: {pid}" in output

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import shutil
 import signal
 import socket
@@ -15,35 +16,27 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 
-from helpers import is_running, wait_until_gone
+from helpers import (
+    Cache,
+    as_root,
+    execute,
+    is_running,
+    pid_file_of,
+    postmaster_pid,
+    query,
+    wait_until_gone,
+)
 from unmocked import servers
 from unmocked.errors import ConfigurationError, ServerError
 from unmocked.servers import RunningServer, binaries
 from unmocked.servers._as_root import service_account
+from unmocked.servers._places import write_private
 from unmocked.servers._slots import data_root
 from unmocked.settings import Settings
 
 DEBIAN_15 = Path("/usr/lib/postgresql/15/bin")
-as_root = pytest.mark.skipif(os.geteuid() != 0, reason="only root runs PostgreSQL as another user")
-
-
-class Cache:
-    """A cache folder of its own; the cluster data it led to is removed afterwards (it is RAM)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def settings(self, provider: str = "embedded", pg_version: int | None = None) -> Settings:
-        return Settings(provider=provider, pg_version=pg_version, cache_dir=self.path)
-
-    def start(self, provider: str = "embedded", pg_version: int | None = None) -> RunningServer:
-        return servers.start(self.settings(provider, pg_version))
-
-    def remove(self) -> None:
-        shutil.rmtree(data_root(self.path, service_account()), ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -66,37 +59,13 @@ def embedded(shared_cache: Cache) -> Iterator[RunningServer]:
         yield running
 
 
-def query(url: str, sql: str) -> object:
-    with psycopg.connect(url, autocommit=True) as conn:
-        row = conn.execute(sql).fetchone()
-    assert row is not None
-    return row[0]
-
-
-def execute(url: str, sql: str) -> None:
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(sql)
-
-
-def postmaster_pid(running: RunningServer) -> int:
-    assert running.server.data_dir is not None
-    return int((running.server.data_dir / "postmaster.pid").read_text().split()[0])
-
-
-def pid_file_of(data_dir: Path) -> str:
-    try:
-        return (data_dir / "postmaster.pid").read_text()
-    except FileNotFoundError:
-        return ""
-
-
 def test_embedded_provider_starts_postgresql_18_that_answers_queries(
     embedded: RunningServer,
 ) -> None:
     server = embedded.server
     assert (server.provider, server.major, server.owned) == ("embedded", 18, True)
     assert server.version.startswith("18.")
-    assert server.url.startswith("postgresql://postgres@127.0.0.1:")
+    assert re.fullmatch(r"postgresql://postgres:[^@/]{20,}@127\.0\.0\.1:\d+/postgres", server.url)
     assert query(server.url, "SELECT 40 + 2") == 42
     assert query(server.url, "SHOW fsync") == "off"
 
@@ -245,6 +214,9 @@ def test_a_server_left_on_a_slot_is_stopped_before_the_slot_is_reused(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    # The run that started it recorded its pid beside the slot, as every run does.
+    slot = data_dir.parent
+    write_private(slot.with_name(f"{slot.name}.pid"), str(stray.pid))
     try:
         deadline = time.monotonic() + 10
         while "ready" not in pid_file_of(data_dir) and time.monotonic() < deadline:

@@ -7,24 +7,32 @@ another run); each template a test may have made is dropped afterwards.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from unmocked import ownership
+from unmocked import ownership, templates
+from unmocked.build_watch import progress_lines_to
 from unmocked.errors import MigrationError
 from unmocked.migrations import MigrationSource
 from unmocked.migrations.python_object import PythonCallable
 from unmocked.migrations.sql_files import SqlFiles
 from unmocked.ownership import AdminConnection, Owner
-from unmocked.templates import Template, ensure_template, template_fingerprint, template_name
+from unmocked.templates import (
+    Template,
+    ensure_template,
+    template_fingerprint,
+    template_name,
+)
 from unmocked.urls import with_database
 
 ADMIN_URL = os.environ.get(
@@ -134,6 +142,35 @@ class CountingMigration:
             conn.execute("CREATE TABLE parts (id int)")
 
 
+class SleepingMigration:
+    """Runs ``pg_sleep`` in the database, as a migration stuck on a slow statement does."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.unmocked_fingerprint = secrets.token_hex(8)
+
+    def __call__(self, url: str) -> None:
+        with psycopg.connect(url) as conn:
+            conn.execute("SELECT pg_sleep(%s)", (self.seconds,))  # the line progress names
+
+
+class BlockedMigration:
+    """Waits ``seconds`` for a table lock another session of its own holds, then goes on."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.unmocked_fingerprint = secrets.token_hex(8)
+        self.holder_pid = 0
+
+    def __call__(self, url: str) -> None:
+        with psycopg.connect(url, autocommit=True) as conn, psycopg.connect(url) as holder:
+            conn.execute("CREATE TABLE parts (id int)")
+            holder.execute("LOCK parts")
+            self.holder_pid = holder.info.backend_pid
+            threading.Timer(self.seconds, holder.commit).start()
+            conn.execute("SELECT * FROM parts")
+
+
 class ForgetfulMigration:
     """Creates a table and keeps its connection open, as a migration with a pool might."""
 
@@ -201,9 +238,9 @@ def test_template_is_marked_as_template_and_refuses_connections(
     ).fetchone()
 
     assert flags == (True, False)
-    assert ownership.owner_of(admin, template.name) == Owner(
-        "template", fingerprint=template.fingerprint
-    )
+    owner = ownership.owner_of(admin, template.name)
+    assert owner is not None
+    assert owner == Owner("template", fingerprint=template.fingerprint, used=owner.used)
     with pytest.raises(psycopg.OperationalError, match="not currently accepting connections"):
         psycopg.connect(with_database(ADMIN_URL, template.name)).close()
 
@@ -301,3 +338,131 @@ def test_concurrent_builders_run_the_migration_once_and_share_the_template(
     assert calls.read_text().splitlines() == ["called"]
     assert sorted(template.reused for template in templates) == [False, True]
     assert templates[0].name == templates[1].name
+
+
+# -- slow builds, timeouts and the last use ---------------------------------------------------
+
+
+def test_a_migration_past_the_build_timeout_is_cancelled_naming_its_line_and_nothing_is_cached(
+    admin: AdminConnection, major: int, run_id: str, templates_of: Callable[[MigrationSource], str]
+) -> None:
+    source = PythonCallable("tests:sleeping", SleepingMigration(3600))
+    templates_of(source)
+    started = time.monotonic()
+
+    lines: list[str] = []
+
+    with progress_lines_to(lines.append), pytest.raises(MigrationError) as raised:
+        ensure_template(admin, ADMIN_URL, source, major, run_id, timeout=1)
+
+    assert time.monotonic() - started < 10
+    assert len(lines) == 1 and lines[0].endswith(": cancelling it"), lines
+    assert re.fullmatch(
+        r"Building template unmocked_tpl_\w+ \(callable tests:sleeping\) took longer than "
+        r"unmocked_build_timeout allows \(1 s\): \S*test_templates\.py, line \d+ was running, "
+        r"and unmocked cancelled it\. Nothing was cached\. .*",
+        str(raised.value),
+    )
+    fingerprint = template_fingerprint(source, major)
+    assert databases_named(admin, f"unmocked%{fingerprint[:16]}%") == []
+    left = admin.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(%%'"
+        " AND datname LIKE %s",
+        (f"unmocked%{fingerprint[:16]}%",),
+    ).fetchone()
+    assert left == (0,)
+
+
+def test_a_slow_migration_is_named_by_the_line_of_its_own_code_that_runs(
+    ensure: Callable[[MigrationSource], Template],
+) -> None:
+    lines: list[str] = []
+
+    with progress_lines_to(lines.append):
+        ensure(PythonCallable("tests:sleeping", SleepingMigration(2.6)))
+
+    assert len(lines) == 1, lines
+    assert re.fullmatch(
+        r"unmocked: building template unmocked_tpl_\w+ \(callable tests:sleeping\) for \d s: "
+        r"\S*test_templates\.py, line \d+ has run for \d s; it is cancelled at 600 s "
+        r"\(unmocked_build_timeout\)",
+        lines[0],
+    )
+
+
+def test_a_slow_migration_waiting_for_a_lock_is_said_to_wait_and_for_whom(
+    ensure: Callable[[MigrationSource], Template],
+) -> None:
+    migration = BlockedMigration(2.6)
+    lines: list[str] = []
+
+    with progress_lines_to(lines.append):
+        ensure(PythonCallable("tests:blocked", migration))
+
+    assert len(lines) == 1, lines
+    assert re.fullmatch(
+        r"unmocked: building template unmocked_tpl_\w+ \(callable tests:blocked\) for \d s: "
+        r"\S*test_templates\.py, line \d+ has run for \d s, waiting for a lock that PostgreSQL "
+        rf"session {migration.holder_pid} holds; it is cancelled at 600 s "
+        r"\(unmocked_build_timeout\)",
+        lines[0],
+    ), lines
+
+
+def test_a_run_gives_up_waiting_for_a_build_that_never_ends_naming_who_holds_it(
+    admin: AdminConnection,
+    major: int,
+    run_id: str,
+    tmp_path: Path,
+    templates_of: Callable[[MigrationSource], str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(templates, "WAIT_GRACE", 0.5)
+    source = sql_source(tmp_path / "migrations", "CREATE TABLE users (id int);")
+    templates_of(source)
+    fingerprint = template_fingerprint(source, major)
+    with psycopg.connect(ADMIN_URL, autocommit=True) as stuck:
+        # Another run's build, stuck while it holds the build lock.
+        stuck.execute(
+            "SELECT pg_advisory_lock(%s, %s)",
+            (ownership.TEMPLATE_LOCK_CLASS, ownership.lock_key(fingerprint)),
+        )
+        started = time.monotonic()
+
+        with pytest.raises(MigrationError) as raised:
+            ensure_template(admin, ADMIN_URL, source, major, run_id, timeout=1)
+
+        assert time.monotonic() - started < 5
+        assert re.fullmatch(
+            r"Waited 2 s for another run's build of template unmocked_tpl_\w+ \(1 SQL files in "
+            r"migrations\), and gave up: PostgreSQL session "
+            rf"{stuck.info.backend_pid} \(from 127\.0\.0\.1\) holds its build lock, longer than "
+            r"unmocked_build_timeout \(1 s\) allows\. Nothing was cached\. .*",
+            str(raised.value),
+        )
+    assert ensure_template(admin, ADMIN_URL, source, major, run_id, timeout=1).reused is False
+
+
+def test_a_template_records_its_last_use_when_built_and_when_reused_at_most_hourly(
+    admin: AdminConnection, ensure: Callable[[MigrationSource], Template], tmp_path: Path
+) -> None:
+    source = sql_source(tmp_path / "migrations", "CREATE TABLE users (id int);")
+    built = ensure(source)
+
+    def last_use() -> int:
+        owner = ownership.owner_of(admin, built.name)
+        assert owner is not None and owner.used is not None
+        return owner.used
+
+    def used_ago(seconds: int) -> None:
+        owner = ownership.owner_of(admin, built.name)
+        assert owner is not None
+        ownership.record_owner(admin, built.name, replace(owner, used=int(time.time()) - seconds))
+
+    assert abs(last_use() - time.time()) < 60
+    used_ago(30 * 60)
+    ensure(source)
+    assert time.time() - last_use() >= 30 * 60, "recorded again within the hour"
+    used_ago(2 * 3600)
+    ensure(source)
+    assert abs(last_use() - time.time()) < 60

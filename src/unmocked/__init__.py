@@ -26,11 +26,13 @@ from unmocked.isolation import AsyncRollbackConnection, RollbackConnection
 from unmocked.servers import RunningServer, Server
 from unmocked.session import UnmockedSession
 from unmocked.settings import Settings
+from unmocked.urls import DatabaseURL
 
 __all__ = [
     "AsyncRollbackConnection",
     "ConfigurationError",
     "DatabaseError",
+    "DatabaseURL",
     "FixtureError",
     "MigrationCheckError",
     "MigrationError",

@@ -12,14 +12,18 @@ the same generators, which :class:`UnitOfWork` overrides once for both.
 
 What one outer transaction cannot keep: ``now()`` stays at the test's start, sequences do not roll
 back, and a raw ``COMMIT``/``ROLLBACK`` statement ends the outer transaction (unmocked notices and
-rebuilds the database, so the next test is still isolated). Tests that need any of that ask for a
-fresh database instead (the ``pg_url`` fixture).
+rebuilds the database, so the next test is still isolated). Nor can it hold a second connection the
+code under test opens to the same database (``pg.info.dsn``): that one commits for real. The end of
+each test looks for one in the same round trip (:data:`OUTSIDE_SESSIONS`), and the database is
+rebuilt as after a raw ``COMMIT``. Tests that need any of that ask for a fresh database instead (the
+``pg_url`` fixture).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Coroutine, Iterator
+import time
+from collections.abc import AsyncIterator, Collection, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, TypeVar
@@ -71,11 +75,44 @@ RESET_SESSION = (
     b"SET SESSION AUTHORIZATION DEFAULT; RESET ALL"
 )
 
+# Whether a session other than unmocked's own used the database during the test. The end of the
+# test reads the database's session count (pg_stat_database), in its one round trip, after the outer
+# transaction's rollback: a client session counts itself before its first ReadyForQuery, so an
+# unchanged count means none connected since the last look. Only a changed count (another session,
+# or one of unmocked's own on connecting) costs more round trips: OTHER_SESSIONS says whether one is
+# connected now (it may commit at any time), and once none is, COMMITTED_CHANGES whether rows were
+# committed (a session that ended has flushed its statistics before it leaves pg_stat_activity).
+# pg_stat_get_activity, not the pg_stat_activity view: after the script's other statements the
+# view's joins cost half a millisecond. A backend whose type is hidden from the role counts as a
+# client; autovacuum neither counts as a session nor changes those rows.
+SESSIONS = "SELECT pg_stat_get_db_sessions({oid})"
+OTHER_SESSIONS = """SELECT count(*) FROM pg_stat_get_activity(NULL) a WHERE a.datid = {oid}
+   AND coalesce(a.backend_type, 'client backend') = 'client backend' AND a.pid NOT IN ({own})"""
+# Per table, n_mod_since_analyze counts committed inserts, updates and deletes only (and catalogs
+# count DDL); shared catalogs, which other databases write, are left out.
+COMMITTED_CHANGES = (
+    "SELECT coalesce(sum(pg_stat_get_mod_since_analyze(oid)), 0) FROM pg_class "
+    "WHERE relkind IN ('r', 'm') AND NOT relisshared"
+)
+# pg_stat_database counts sessions since PostgreSQL 14; before, every look takes all three steps.
+SESSIONS_SINCE = 140000
+# How long a session seen at the end of a test may take to leave before it counts as still there.
+OUTSIDE_SESSION_GRACE = 0.2
+
 T = TypeVar("T")
 
 
 class OuterTransactionLost(Exception):
     """The test ended the outer transaction itself, so its effects may have been committed."""
+
+
+class OutsideSession(Exception):
+    """A session other than unmocked's rollback connections used the database during the test:
+    it is still connected, or it committed changes, which no rollback undoes."""
+
+    def __init__(self, still_connected: bool) -> None:
+        super().__init__("still connected" if still_connected else "committed changes")
+        self.still_connected = still_connected
 
 
 class UnitOfWork(psycopg.BaseConnection[Any]):
@@ -100,29 +137,42 @@ class UnitOfWork(psycopg.BaseConnection[Any]):
     # the schema every test starts from (None until read).
     _constraint_writes: bytes | None = None
     _template_deferred: bytes | None = None
+    # The database's OID, and its session count and committed changes at the last look (see
+    # OUTSIDE_SESSIONS); read once per connection, before its first test.
+    _database_oid: bytes | None = None
+    _server_version = 0
+    _sessions_seen = b""
+    _changes_seen = b""
 
     def begin_test(self) -> None:
         """Open the outer transaction and the first unit of work."""
+        if self._database_oid is None:
+            self._look_at_the_database()
         self._outer_transaction_lost = False
         self._constraint_writes = self._wait_blocking(
             self._script(b"BEGIN; SAVEPOINT " + UNIT_OF_WORK + b"; " + CONSTRAINT_WRITES)
         )
 
-    def end_test(self) -> None:
+    def end_test(self, own_pids: Collection[int] = ()) -> None:
         """Roll everything back and clear session state; raise if the test escaped the transaction.
 
         Raises :class:`OuterTransactionLost` when the outer transaction was ended by the test
         (a raw ``COMMIT``, perhaps followed by more statements in a new transaction, perhaps by
-        closing the connection): the caller must then treat the database as dirty.
+        closing the connection), and :class:`OutsideSession` when another session used the
+        database meanwhile (``own_pids``: unmocked's other connections to it, which do not count):
+        the caller must then treat the database as dirty.
         """
         lost = self._outer_transaction_ended()
         end = b"ROLLBACK; " + RESET_SESSION
+        if self._counts_sessions():
+            end += b"; " + self._sql(SESSIONS)
+        sessions = None
         try:
             if not lost:
                 # Rolling back to the savepoint first proves that the outer transaction is still
                 # the one begun for this test; in the same round trip as the end of the test.
                 try:
-                    self._wait_blocking(
+                    sessions = self._wait_blocking(
                         self._script(b"ROLLBACK TO SAVEPOINT " + UNIT_OF_WORK + b"; " + end)
                     )
                 except psycopg.errors.InvalidSavepointSpecification:
@@ -135,6 +185,43 @@ class UnitOfWork(psycopg.BaseConnection[Any]):
         self._prepared.clear()
         if lost:
             raise OuterTransactionLost()
+        if sessions != self._sessions_seen or not self._counts_sessions():
+            self._sessions_seen = sessions or b""
+            self._look_for_other_sessions(own_pids)
+
+    def _look_for_other_sessions(self, own_pids: Collection[int]) -> None:
+        """Raise :class:`OutsideSession` if another session is connected, or committed changes."""
+        own = ", ".join(["pg_backend_pid()", *map(str, own_pids)])
+        # A session the code under test closed a moment ago (or an asyncpg test's, before this
+        # one) is still on its way out: what it committed counts once it is gone.
+        deadline = time.monotonic() + OUTSIDE_SESSION_GRACE
+        while self._wait_blocking(self._script(self._sql(OTHER_SESSIONS, own=own))) != b"0":
+            if time.monotonic() > deadline:
+                raise OutsideSession(still_connected=True)
+            time.sleep(0.001)
+        if self._wait_blocking(self._script(COMMITTED_CHANGES.encode())) != self._changes_seen:
+            raise OutsideSession(still_connected=False)
+
+    def _look_at_the_database(self) -> None:
+        """Read the database's OID, session count and committed changes, for the ends of tests."""
+        self._server_version = self.pgconn.server_version
+        sessions = "pg_stat_get_db_sessions(oid)" if self._counts_sessions() else "0"
+        row = self._wait_blocking(
+            self._script(
+                f"SELECT oid || ' ' || {sessions} || ' ' || ({COMMITTED_CHANGES}) "
+                "FROM pg_database WHERE datname = current_database()".encode()
+            )
+        )
+        assert row is not None
+        self._database_oid, self._sessions_seen, self._changes_seen = row.split(b" ")
+
+    def _sql(self, template: str, **values: str) -> bytes:
+        assert self._database_oid is not None
+        return template.format(oid=self._database_oid.decode(), **values).encode()
+
+    def _counts_sessions(self) -> bool:
+        # From the info psycopg keeps: the connection may be closed by now (a test closed it).
+        return self._server_version >= SESSIONS_SINCE
 
     def _outer_transaction_ended(self) -> bool:
         if self.pgconn.transaction_status == TransactionStatus.IDLE:

@@ -4,21 +4,28 @@ Every database unmocked creates has a name starting with ``unmocked_`` *and* a c
 what it is and which run owns it. Only databases carrying both are ever dropped, so a database that
 merely looks like ours, or one the user made, is left alone. A run proves it is alive by holding a
 session-level advisory lock (its lease) on the admin database; once the run ends or dies, the lock
-is released by PostgreSQL itself, and whatever that run left behind may be collected. This works
-on a server shared by many machines at once.
+is released by PostgreSQL itself, and whatever that run left behind may be collected, except a
+database a session is still connected to (a test may end a live run's lease: the run looks dead
+until it takes the lease again, :class:`Lease`). This works on a server shared by many machines
+at once. Templates belong to no run: they go by their last use
+and their number (:func:`old_templates`), and never while a session that clones from them holds
+their in-use lock.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import secrets
+import select
 import time
 from dataclasses import dataclass
 
 import psycopg
-from psycopg import sql
+from psycopg import pq, sql
 
 from unmocked.errors import DatabaseError
+from unmocked.servers import known_state
 
 PREFIX = "unmocked_"
 COMMENT_TAG = "unmocked:"
@@ -26,9 +33,23 @@ COMMENT_TAG = "unmocked:"
 LEASE_LOCK_CLASS = 0x756E6D6B  # "unmk"
 TEMPLATE_LOCK_CLASS = 0x756E7470  # "untp"
 GC_LOCK_CLASS = 0x756E6763  # "ungc"
+# Held shared, keyed by fingerprint, by every session that clones from a template (for its whole
+# life); a collector drops a template only once it gets the lock exclusively.
+TEMPLATE_IN_USE_LOCK_CLASS = 0x756E7475  # "untu"
 # How long a database kept for a failed test survives later runs' clean-up (``unmocked gc`` drops
 # it at once): a day to look at it, without letting every failing run add to a server for good.
 KEPT_FOR_SECONDS = 24 * 3600
+# Templates (and their pg_url copies) are collected at a run's start once unused for a week: a
+# branch left over a weekend or a short holiday still finds its template, and older ones belong to
+# schemas nobody tests any more...
+TEMPLATE_UNUSED_FOR_SECONDS = 7 * 24 * 3600
+# ... or once 20 more recently used ones are on the server: a template and its pg_url copy for each
+# of several projects and branches, at ~10 MB each a couple of hundred MB, where every edit of a
+# migration otherwise adds one more for good.
+TEMPLATES_KEPT_AT_MOST = 20
+# Runs that reuse a template record it at most this often: a comment is a catalog write, and a
+# week's limit needs no finer clock.
+TEMPLATE_USE_RECORDED_EVERY = 3600
 
 AdminConnection = psycopg.Connection[tuple[object, ...]]
 
@@ -55,7 +76,14 @@ class Owner:
     test: str | None = None
     """The failed test a ``kept`` database belonged to."""
     since: int | None = None
-    """When a ``kept`` database was kept, in seconds since the epoch."""
+    """When a ``kept`` database was kept, or a ``build`` began, in seconds since the epoch."""
+    used: int | None = None
+    """When a ``template`` was last used (seconds since the epoch), for its collection: set when
+    it is built, recorded again by runs that reuse it at most every
+    :data:`TEMPLATE_USE_RECORDED_EVERY`. None on templates of unmocked 0.1.0."""
+    pid: int | None = None
+    host: str | None = None
+    """The process building a ``build`` database, and its machine: named to runs that wait."""
 
     def comment(self) -> str:
         fields = {key: value for key, value in vars(self).items() if value is not None}
@@ -67,8 +95,10 @@ class Owner:
             return None
         try:
             fields = json.loads(comment[len(COMMENT_TAG) :])
-            return cls(**fields)
-        except (ValueError, TypeError):
+            # Fields a later unmocked records are left out: the database stays ours.
+            known = {field.name for field in dataclasses.fields(cls)}
+            return cls(**{key: value for key, value in fields.items() if key in known})
+        except (ValueError, TypeError, AttributeError):
             return None
 
 
@@ -191,15 +221,73 @@ def _exists(conn: AdminConnection, name: str) -> bool:
 
 
 class Lease:
-    """A run's proof of life: a session advisory lock held on its own admin connection."""
+    """A run's proof of life: a session advisory lock held on its own admin connection.
 
-    def __init__(self, admin_url: str, run_id: str) -> None:
+    A test can end that session (``pg_terminate_backend`` of every other session): the run then
+    looks dead to other runs' collections. :meth:`lost` tells it without a round trip, and
+    :meth:`renew` takes the lease on a new session. The lock is taken shared, so that the new
+    session holds it before the old one lets go: :func:`run_is_alive` asks for it exclusively,
+    which any holder refuses.
+    """
+
+    def __init__(self, admin_url: str, run_id: str, major: int = 0) -> None:
         self.run_id = run_id
-        self.conn: AdminConnection = psycopg.connect(admin_url, autocommit=True)
-        self.conn.execute("SELECT pg_advisory_lock(%s, %s)", (LEASE_LOCK_CLASS, lock_key(run_id)))
+        self._admin_url = admin_url
+        self._major = major
+        self.conn = self._take()
+
+    def _take(self) -> AdminConnection:
+        conn: AdminConnection = known_state.connect(self._admin_url, self._major)
+        conn.execute(
+            "SELECT pg_advisory_lock_shared(%s, %s)", (LEASE_LOCK_CLASS, lock_key(self.run_id))
+        )
+        return conn
+
+    def lost(self) -> bool:
+        """True once the server ended the lease's session; a look at its socket, no round trip."""
+        return session_ended(self.conn.pgconn)
+
+    def renew(self) -> None:
+        """Take the lease on a new session, then let the old one go (whether it was lost or not:
+        a test that ends one session of ours ends the others, some a moment later)."""
+        old, self.conn = self.conn, self._take()
+        old.close()
 
     def close(self) -> None:
         self.conn.close()
+
+
+def session_ended(pgconn: pq.abc.PGconn) -> bool:
+    """True when the server ended the idle session of ``pgconn`` (a test's
+    ``pg_terminate_backend``, a restart), a psycopg connection's ``pgconn``, sync or async.
+
+    An idle session hears nothing from the server until it sends a query; one it ended has a
+    readable socket (the termination notice, then the end of the stream). Only then does this send
+    a query, to tell that from a notice.
+    """
+    if pgconn.status == pq.ConnStatus.BAD:
+        return True
+    try:
+        readable, _, _ = select.select([pgconn.socket], [], [], 0)
+    except (OSError, ValueError, psycopg.OperationalError):
+        return True
+    if not readable:
+        return False
+    try:
+        result = pgconn.exec_(b"SELECT 1")
+    except psycopg.OperationalError:
+        return True
+    return result.status != pq.ExecStatus.TUPLES_OK or pgconn.status == pq.ConnStatus.BAD
+
+
+def has_sessions(conn: AdminConnection, name: str) -> bool:
+    """True while a session is connected to database ``name``.
+
+    A run whose lease was lost (a test ended its session) is alive until it takes it again: its
+    databases in use still have sessions, so collections leave those alone.
+    """
+    row = conn.execute("SELECT FROM pg_stat_activity WHERE datname = %s", (name,)).fetchone()
+    return row is not None
 
 
 def run_is_alive(conn: AdminConnection, run_id: str) -> bool:
@@ -228,23 +316,129 @@ def our_databases(conn: AdminConnection) -> list[tuple[str, Owner]]:
 
 
 def collect_abandoned(conn: AdminConnection, kept_for: float = KEPT_FOR_SECONDS) -> list[str]:
-    """Drop databases left by runs that are no longer alive; return their names.
+    """Drop databases left by runs that are no longer alive, and old templates; return the names.
 
     Databases kept for failed tests are dropped only once older than ``kept_for`` seconds, so that
-    a run's failures can still be looked at after it ended (``unmocked gc`` passes 0).
+    a run's failures can still be looked at after it ended (``unmocked gc`` passes 0). Templates
+    go by :func:`old_templates`, unless a live session clones from them.
     One collector at a time per server: collectors that start together (xdist workers) wait for
     each other, and each finds only what the ones before it left.
     """
+    return [dropped.name for dropped in collect(conn, kept_for)]
+
+
+@dataclass(frozen=True)
+class Dropped:
+    """A database a collection dropped, and why, in words (``unmocked gc`` prints both)."""
+
+    name: str
+    why: str
+
+
+def collect(conn: AdminConnection, kept_for: float = KEPT_FOR_SECONDS) -> list[Dropped]:
+    """:func:`collect_abandoned`, saying why each database was dropped."""
     lock = (GC_LOCK_CLASS, 0)
     conn.execute("SELECT pg_advisory_lock(%s, %s)", lock)
     try:
         dropped = []
-        for name, owner in our_databases(conn):
-            if owner.kind == "kept" and time.time() - (owner.since or 0) < kept_for:
+        databases = our_databases(conn)
+        now = time.time()
+        for name, owner in databases:
+            if owner.kind == "kept" and now - (owner.since or 0) < kept_for:
                 continue
-            if owner.kind != "template" and owner.run and not run_is_alive(conn, owner.run):
-                drop_database(conn, name)
-                dropped.append(name)
+            if (
+                owner.kind != "template"
+                and owner.run
+                and not run_is_alive(conn, owner.run)
+                and not has_sessions(conn, name)
+            ):
+                try:
+                    drop_database(conn, name)
+                except psycopg.errors.InsufficientPrivilege:
+                    continue  # another role's, on a server runs of several roles share
+                dropped.append(Dropped(name, _why_abandoned(owner, now)))
+        for name, owner, why in old_templates(databases, now):
+            if drop_template_unless_in_use(conn, name, owner):
+                dropped.append(Dropped(name, why))
         return dropped
     finally:
         conn.execute("SELECT pg_advisory_unlock(%s, %s)", lock)
+
+
+def old_templates(databases: list[tuple[str, Owner]], now: float) -> list[tuple[str, Owner, str]]:
+    """The templates among ``databases`` that a collection drops, each with why.
+
+    Those unused for :data:`TEMPLATE_UNUSED_FOR_SECONDS`, and those past the
+    :data:`TEMPLATES_KEPT_AT_MOST` most recently used. Templates of unmocked 0.1.0 carry no last
+    use, so nothing tells whether a run uses them right now: only ``unmocked gc --templates``
+    drops those.
+    """
+    used = sorted(
+        ((name, owner) for name, owner in databases if owner.kind == "template" and owner.used),
+        key=lambda found: found[1].used or 0,
+        reverse=True,
+    )
+    old = []
+    for rank, (name, owner) in enumerate(used):
+        unused_for = now - (owner.used or 0)
+        if unused_for > TEMPLATE_UNUSED_FOR_SECONDS:
+            old.append((name, owner, f"template unused for {age_in_words(unused_for)}"))
+        elif rank >= TEMPLATES_KEPT_AT_MOST:
+            old.append(
+                (
+                    name,
+                    owner,
+                    f"template last used {age_in_words(unused_for)} ago; the "
+                    f"{TEMPLATES_KEPT_AT_MOST} used more recently are kept",
+                )
+            )
+    return old
+
+
+def template_in_use_lock(owner: Owner) -> tuple[int, int] | None:
+    """The advisory lock that sessions cloning from a template hold shared; None if unknown."""
+    if owner.kind != "template" or not owner.fingerprint:
+        return None
+    return (TEMPLATE_IN_USE_LOCK_CLASS, lock_key(owner.fingerprint))
+
+
+def drop_template_unless_in_use(conn: AdminConnection, name: str, owner: Owner) -> bool:
+    """Drop the template ``name`` unless a live session clones from it; True once dropped.
+
+    Sessions that use a template hold its :func:`template_in_use_lock` shared, so the drop waits
+    for none of them and none of them meets a template that went away under a clone. A clone
+    that began without the lock (unmocked 0.1.0) makes the drop fail with ObjectInUse, or the
+    drop wait for the clone: the template then stays, or goes once copied. A template of another
+    role, which this one may not drop, stays too.
+    """
+    lock = template_in_use_lock(owner)
+    if lock is None:  # no fingerprint recorded: no session can hold it
+        lock = (TEMPLATE_IN_USE_LOCK_CLASS, lock_key(secrets.token_hex(4)))
+    row = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", lock).fetchone()
+    if not (row and row[0]):
+        return False
+    try:
+        drop_database(conn, name)
+    except (psycopg.errors.ObjectInUse, psycopg.errors.InsufficientPrivilege):
+        return False  # another role's template, on a server runs of several roles share
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s, %s)", lock)
+    return not _exists(conn, name)
+
+
+def age_in_words(seconds: float) -> str:
+    """``3 days``, ``5 h``, ``12 min``, ``40 s``: how long ago, as roughly as people say it."""
+    if seconds >= 2 * 24 * 3600:
+        return f"{int(seconds // (24 * 3600))} days"
+    if seconds >= 3600:
+        return f"{int(seconds // 3600)} h"
+    if seconds >= 60:
+        return f"{int(seconds // 60)} min"
+    return f"{int(seconds)} s"
+
+
+def _why_abandoned(owner: Owner, now: float) -> str:
+    if owner.kind == "kept":
+        kept = age_in_words(now - (owner.since or 0))
+        return f"kept for the failed test {owner.test or '?'} {kept} ago"
+    return f"{owner.kind} database of run {owner.run}, which is no longer alive"

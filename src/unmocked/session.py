@@ -11,6 +11,11 @@ The hub: it orchestrates the modules that do the work and counts what tests used
    :meth:`fresh_database` for a database of the test's own (:mod:`unmocked.fresh`);
 4. :meth:`close` drops the databases this session created and stops a server it started.
 
+What a test can do to unmocked itself is watched for on the way: a test that ends unmocked's own
+sessions (``pg_terminate_backend``) has them opened again, the lease first, and is named in a
+warning (:meth:`notice_lost_sessions`); a server that died is said once, in one paragraph with its
+log's last lines, and every later request for a database fails at once, in one line.
+
 Under pytest-xdist each worker has its own session attached to the server the controller started
 (``attach_to``), so the workers share one server and one template but never a database.
 """
@@ -27,24 +32,39 @@ from typing import TypeVar
 
 import psycopg
 
-from unmocked import migrations, ownership, report
-from unmocked.errors import ConfigurationError, UnmockedWarning
+from unmocked import cluster_objects, migrations, ownership, report, templates
+from unmocked.errors import ConfigurationError, ServerError, UnmockedError, UnmockedWarning
 from unmocked.fresh import FreshPool
 from unmocked.isolation import (
     AsyncRollbackConnection,
     OuterTransactionLost,
+    OutsideSession,
     RollbackConnection,
     UnitOfWork,
 )
 from unmocked.ownership import AdminConnection, Owner
 from unmocked.resources import Closeable
-from unmocked.servers import RunningServer, Server, start
+from unmocked.servers import RunningServer, Server, known_state, start
 from unmocked.settings import Settings
 from unmocked.templates import Template, clone_strategy, ensure_template
 from unmocked.timings import measured
 from unmocked.urls import with_database
 
 C = TypeVar("C", bound=UnitOfWork)
+
+# How a rollback test's writes escaped its outer transaction, for the warning that names it.
+_ESCAPED = (
+    "ended unmocked's outer transaction itself (a raw COMMIT or ROLLBACK statement), so its "
+    "writes may have been committed"
+)
+_COMMITTED = (
+    "committed changes to the rollback database from a connection of its own (one opened with "
+    "pg.info.dsn, by a thread or a pool of the code under test), which no rollback undoes"
+)
+_STILL_CONNECTED = (
+    "left a connection of its own to the rollback database (opened with pg.info.dsn, by a "
+    "thread or a pool of the code under test), which may commit changes no rollback undoes"
+)
 
 
 class UnmockedSession(Closeable):
@@ -65,18 +85,43 @@ class UnmockedSession(Closeable):
         self._rollback_connections: dict[type[UnitOfWork], UnitOfWork] = {}
         self._names = itertools.count(1)
         self._fresh_pool: FreshPool | None = None
+        self._death: str | None = None
+        """How the server died, as one paragraph, once a request met its death."""
+        self._death_told = False
+        """True once a test was given that paragraph: later ones get one line."""
+        self._death_during: str | None = None
+        self._sessions_ended: set[str] = set()
+        """What a test ended of unmocked's own sessions, opened again, not yet warned about..."""
+        self._sessions_ended_by: str | None = None
+        """... and which test did it, when not the one at hand (the one before: a session is
+        seen ended a moment after pg_terminate_backend returned)."""
+        self._last_test: str | None = None
+
+    def __repr__(self) -> str:
+        """The run and its server in words, without URLs: pytest prints it for a failed test."""
+        server = self._running.server.describe() if self._running else "no server yet"
+        return f"<UnmockedSession run {self.run_id}: {server}>"
 
     # -- the server ---------------------------------------------------------------------------
 
     @property
     def server(self) -> Server:
         """The running server, found or started on first use."""
+        return self._running_server().server
+
+    def _running_server(self) -> RunningServer:
         if self._running is None:
             self._running = (
                 RunningServer(self._attach_to) if self._attach_to else start(self.settings)
             )
             self.tally.phases.merge(self._running.phases)
-        return self._running.server
+        return self._running
+
+    @property
+    def restored(self) -> tuple[str, ...]:
+        """What tests had left on the server that its start put back, as the statements that
+        made it (see :func:`unmocked.servers.known_state.restore`); starts the server."""
+        return self._running_server().restored
 
     @property
     def admin(self) -> AdminConnection:
@@ -90,9 +135,10 @@ class UnmockedSession(Closeable):
         return self._admin
 
     def _lease_and_collect_abandoned(self) -> AdminConnection:
-        url = self.server.url
-        self._lease = ownership.Lease(url, self.run_id)
-        admin: AdminConnection = psycopg.connect(url, autocommit=True)
+        server = self.server
+        self._lease = ownership.Lease(server.url, self.run_id, server.major)
+        # Deaf to the settings tests leave on the server (see unmocked.servers.known_state).
+        admin: AdminConnection = known_state.connect(server.url, server.major)
         ownership.collect_abandoned(admin)
         return admin
 
@@ -120,10 +166,19 @@ class UnmockedSession(Closeable):
             source = migrations.from_settings(self.settings, self._source)
             try:
                 self._template = ensure_template(
-                    self.admin, self.server.url, source, self.server.major, self.run_id
+                    self.admin,
+                    self.server.url,
+                    source,
+                    self.server.major,
+                    self.run_id,
+                    timeout=self.settings.build_timeout,
                 )
             except Exception as error:
-                self._template_error = error
+                # A build the server's death broke is no fault of the migrations.
+                death = self._death_of_server(f"the template's build from {source.describe()}")
+                self._template_error = death or error
+                if death is not None:
+                    raise death from None
                 raise
             self.tally.note_template(self._template)
         return self._template
@@ -176,13 +231,15 @@ class UnmockedSession(Closeable):
         name (or dropped, see :mod:`unmocked.fresh`), unless ``keep_if()`` is true then (a failed
         test): the database then stays for ``unmocked psql`` after the run (at most
         :data:`~unmocked.fresh.pool.KEEP_AT_MOST` per process), until ``unmocked gc`` or a run a
-        day later drops it. Roles, databases and tablespaces the test left on the server cannot
-        be undone inside a database: a warning names them.
+        day later drops it. Roles, databases, tablespaces and settings the test left on the whole
+        server cannot be undone inside a database: a warning names them.
         """
-        fresh = self._fresh
-        took: list[float] = []
-        with self.tally.database_time(), measured(took.append):
-            database = fresh.acquire()
+        with self._database_request(test_name):
+            self._reopen_lost_sessions(ended_by=self._test_before(test_name))
+            fresh = self._fresh
+            took: list[float] = []
+            with self.tally.database_time(), measured(took.append):
+                database = fresh.acquire()
         if database.resets:
             self.tally.fresh_reset += 1
         else:
@@ -192,7 +249,8 @@ class UnmockedSession(Closeable):
         try:
             yield with_database(self.server.url, database.name)
         finally:
-            with self.tally.database_time():
+            with self._database_request(test_name), self.tally.database_time():
+                self._reopen_lost_sessions()  # the test may have ended them
                 if keep_if():
                     kept, appeared = fresh.keep(database, test_name)
                     if kept is None:
@@ -203,15 +261,34 @@ class UnmockedSession(Closeable):
                     with self.tally.phases.measure("reset"):
                         appeared = fresh.release(database)
             self._warn_of_cluster_objects(appeared, test_name)
+            self._tell_of_ended_sessions(test_name)
 
-    def _warn_of_cluster_objects(self, appeared: set[str], test_name: str) -> None:
-        if appeared:
+    def _warn_of_cluster_objects(self, appeared: cluster_objects.Snapshot, test_name: str) -> None:
+        objects = appeared.without("setting").described()
+        if objects:
             warnings.warn(
-                f"{', '.join(sorted(appeared))} appeared on the server while "
+                f"{', '.join(objects)} appeared on the server while "
                 f"{test_name or 'a test'} ran. Objects of the whole server cannot be isolated "
                 "per database, and unmocked does not drop them (it cannot tell they are this "
                 "test's: another run or xdist worker may have made them); drop them in the test, "
                 "or later tests see them.",
+                UnmockedWarning,
+                stacklevel=3,
+            )
+        settings = sorted(appeared.named("setting"))
+        if settings:
+            if self.server.provider == "url":
+                later = (
+                    "unmocked does not undo them on a server given by URL, so later runs get "
+                    "them too"
+                )
+            else:
+                later = "unmocked puts the server back when it next starts it"
+            warnings.warn(
+                f"{test_name or 'a test'} changed settings of the whole server: "
+                f"{'; '.join(settings)}. Every new session takes them, those of the later tests "
+                f"of this run too (unmocked's own sessions ignore them); {later}. Undo them in "
+                "the test (ALTER ... RESET), or use SET, which lasts for its session only.",
                 UnmockedWarning,
                 stacklevel=3,
             )
@@ -247,12 +324,14 @@ class UnmockedSession(Closeable):
         when the test ended that transaction itself: the database is then rebuilt, as after a raw
         ``COMMIT`` on :meth:`rolled_back`'s connection.
         """
-        url = self.rollback_database_url()
+        with self._database_request(test_name):
+            url = self.rollback_database_url()
         self.tally.rollback_tests += 1
         try:
             yield url
         except OuterTransactionLost:
-            self.discard_rollback_database(test_name)
+            with self._database_request(test_name):
+                self.discard_rollback_database(test_name)
 
     @contextmanager
     def rolled_back_by_framework(self) -> Iterator[None]:
@@ -264,51 +343,75 @@ class UnmockedSession(Closeable):
     def _rollback_connection(self, kind: type[C]) -> C:
         url = self.rollback_database_url()
         conn = self._rollback_connections.get(kind)
-        if not isinstance(conn, kind) or conn.closed or conn.broken:
-            conn = self._rollback_connections[kind] = kind.open(url)
+        if isinstance(conn, kind) and not conn.broken and not ownership.session_ended(conn.pgconn):
+            return conn
+        if conn is not None:
+            conn.disconnect()  # a test (or a restart of the server) ended its session
+        try:
+            conn = kind.open(url)
+        except psycopg.OperationalError:
+            database = self._rollback_database
+            if database is None or ownership.owner_of(self.admin, database) is not None:
+                raise
+            # Another run's collection dropped it while a test had ended this run's lease.
+            self._rollback_database = None
+            self._disconnect_rollback_connections()
+            conn = kind.open(self.rollback_database_url())
+        self._rollback_connections[kind] = conn
         return conn
 
     @contextmanager
     def _rolled_back(self, kind: type[C], test_name: str) -> Iterator[C]:
-        conn = self._rollback_connection(kind)
-        conn.begin_test()
+        with self._database_request(test_name):
+            self._reopen_lost_sessions(ended_by=self._test_before(test_name))
+            conn = self._rollback_connection(kind)
+            conn.begin_test()
         self.tally.rollback_tests += 1
         try:
             yield conn
         finally:
-            self._end_rollback_test(conn, test_name)
+            with self._database_request(test_name):
+                self._end_rollback_test(conn, test_name)
+                self._reopen_lost_sessions()
+            self._tell_of_ended_sessions(test_name)
 
     def _end_rollback_test(self, conn: UnitOfWork, test_name: str) -> None:
+        others = [c.info.backend_pid for c in self._rollback_connections.values() if not c.closed]
         try:
-            conn.end_test()
+            conn.end_test(own_pids=others)
             return
         except OuterTransactionLost:
-            escaped = True
+            escaped: str | None = _ESCAPED
+        except OutsideSession as outside:
+            escaped = _STILL_CONNECTED if outside.still_connected else _COMMITTED
         except psycopg.Error:
+            if self._death_of_server(test_name) is not None:
+                raise
             # The test closed or broke the connection; the server rolled its transaction back.
-            escaped = False
+            escaped = None
         conn.disconnect()
         del self._rollback_connections[type(conn)]
         if escaped:
-            self.discard_rollback_database(test_name)
+            self.discard_rollback_database(test_name, escaped)
 
-    def discard_rollback_database(self, test_name: str) -> None:
+    def discard_rollback_database(self, test_name: str, how: str | None = None) -> None:
         """Drop the rollback database after ``test_name`` ended its outer transaction itself.
 
         Its writes may have been committed, so no other test may see that database: the next
-        rollback test gets a new clone. Warns, naming the test.
+        rollback test gets a new clone. Warns, naming the test and ``how`` its writes escaped
+        (a raw ``COMMIT`` when not given).
         """
         self.tally.rebuilt_after_escape.append(test_name)
         self._disconnect_rollback_connections()
+        self._reopen_lost_sessions()  # the same test may have ended the admin session
         if self._rollback_database is not None:
             self.drop_database(self._rollback_database)
             self._rollback_database = None
         # Last: under -W error the warning raises, and the database must be gone by then.
         warnings.warn(
-            f"{test_name or 'a test'} ended unmocked's outer transaction itself (a raw COMMIT "
-            "or ROLLBACK statement), so its writes may have been committed. unmocked rebuilt "
-            "the database so no other test sees them; use the pg_url fixture for tests that "
-            "must really commit.",
+            f"{test_name or 'a test'} {how or _ESCAPED}. unmocked rebuilt the database so no "
+            "other test sees them; use the pg_url fixture for tests that must really commit, "
+            "or from several connections.",
             UnmockedWarning,
             stacklevel=2,
         )
@@ -343,20 +446,136 @@ class UnmockedSession(Closeable):
     # -- life cycle ---------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Drop this session's databases, release its lease, stop a server it started."""
-        self._disconnect_rollback_connections()
-        if self._admin is not None:
-            if self._fresh_pool is not None:
-                self._fresh_pool.close()
-                self._fresh_pool = None
-            if self._rollback_database is not None:
-                self.drop_database(self._rollback_database)
-                self._rollback_database = None
-            self._admin.close()
-            self._admin = None
-        if self._lease is not None:
-            self._lease.close()
-            self._lease = None
-        if self._running is not None:
-            self._running.close()
-            self._running = None
+        """Drop this session's databases, release its lease, stop a server it started.
+
+        Also after a test ended unmocked's sessions (they are opened again, quietly) or the server
+        died (nothing is left to drop): the server is stopped and its slot freed either way.
+        """
+        try:
+            self._disconnect_rollback_connections()
+            if self._admin is not None and self._death is None:
+                try:
+                    self._reopen_lost_sessions()
+                    self._sessions_ended.clear()  # nobody to tell at the end of the run
+                    if self._fresh_pool is not None:
+                        self._fresh_pool.close()
+                    if self._rollback_database is not None:
+                        self.drop_database(self._rollback_database)
+                except (psycopg.Error, UnmockedError):
+                    if self._death_of_server() is None:
+                        raise
+        finally:
+            self._fresh_pool = None
+            self._rollback_database = None
+            for owned in (self._admin, self._lease, self._running):
+                if owned is not None:
+                    owned.close()
+            self._admin = self._lease = self._running = None
+
+    # -- unmocked's own sessions: ended by a test, or by the server's death ---------------------
+
+    def notice_lost_sessions(self, test_name: str = "") -> None:
+        """Open again what ``test_name`` ended of unmocked's own sessions (the lease first) and
+        warn, naming it; raise the server's death instead, if that is what ended them.
+
+        A look at two sockets, no round trip: the plugin does it after every test, and the
+        database fixtures before they use a session. Silent once the server is known dead: the
+        database fixtures say that.
+        """
+        if self._death is not None:
+            return
+        with self._database_request(test_name):
+            self._reopen_lost_sessions()
+        self._tell_of_ended_sessions(test_name)
+
+    def _reopen_lost_sessions(self, ended_by: str | None = None) -> None:
+        """Open again the lease and admin sessions if a test ended either; note it for
+        :meth:`_tell_of_ended_sessions` (the warning comes once the test's databases are done),
+        with ``ended_by`` when that was not the test at hand."""
+        if self._admin is None or self._lease is None or self._death is not None:
+            return
+        lease_lost = self._lease.lost()
+        admin_lost = ownership.session_ended(self._admin.pgconn)
+        if not (lease_lost or admin_lost):
+            return
+        if self._running is not None and self._running.died() is not None:
+            # The guard around every database request tells it once, in full.
+            raise ServerError("the server died")
+        # Both, whichever was seen ended: a test that ends one of them ends the other too, maybe
+        # a moment later. The lease first: until then other runs' collections take this run for
+        # dead.
+        server = self.server
+        self._lease.renew()
+        self._admin.close()
+        self._admin = known_state.connect(server.url, server.major)
+        if self._template is not None:
+            templates.hold(self._admin, self._template.fingerprint)
+        if self._fresh_pool is not None:
+            self._fresh_pool.reconnected(self._admin, databases_may_be_gone=True)
+        if not self._sessions_ended:
+            self._sessions_ended_by = ended_by
+        self._sessions_ended.update(
+            what
+            for what, lost in (("its lease", lease_lost), ("its admin session", admin_lost))
+            if lost
+        )
+
+    def _test_before(self, test_name: str) -> str:
+        return self._last_test or f"a test or fixture before {test_name or 'this test'}"
+
+    def _tell_of_ended_sessions(self, test_name: str) -> None:
+        """At the end of ``test_name``: warn of the sessions noted ended, naming who ended them."""
+        self._last_test = test_name or self._last_test
+        if not self._sessions_ended:
+            return
+        ended = " and ".join(sorted(self._sessions_ended, reverse=True))
+        culprit = self._sessions_ended_by or test_name or "a test"
+        self._sessions_ended.clear()
+        warnings.warn(
+            f"{culprit} ended unmocked's own sessions on the server ({ended}; "
+            "pg_terminate_backend of every other session?). unmocked opened them again and took "
+            "the lease again, which tells other runs that this run is alive: until then another "
+            "run could take it for dead and drop its idle databases, which are cloned anew. End "
+            "only the sessions of the test's own database (WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid()).",
+            UnmockedWarning,
+            stacklevel=3,
+        )
+
+    @contextmanager
+    def _database_request(self, during: str = "") -> Iterator[None]:
+        """Raise the server's death instead of the errors it causes on unmocked's own sessions.
+
+        The first time as one paragraph (what died, its log's last lines, what to do); once a
+        test was told, every later request fails at once, in one line.
+        """
+        if self._death is not None and self._death_told:
+            raise ServerError(
+                f"The PostgreSQL server of this run died {self._death_during or 'earlier'} (that "
+                "error says how, and where its log is): this test needs a database, so it fails "
+                "at once."
+            )
+        try:
+            yield
+        except (psycopg.Error, UnmockedError):
+            death = self._death_of_server(during)
+            if death is None:
+                raise
+            self._death_told = True
+            raise death from None
+
+    def _death_of_server(self, during: str = "") -> ServerError | None:
+        """The paragraph on the server's death (remembered), or None while it runs."""
+        if self._death is None:
+            died = self._running.died() if self._running is not None else None
+            if died is None:
+                return None
+            self._death_during = f"during {during}" if during else None
+            self._death = (
+                f"The PostgreSQL server of this run died{f' during {during}' if during else ''}: "
+                f"{self._running.server.describe() if self._running else 'the server'}; {died}\n"
+                "Every later test that needs a database fails at once. If nothing in the tests "
+                "killed it (kill -9, the out-of-memory killer), its log says why; run again and "
+                "unmocked starts it anew."
+            )
+        return ServerError(self._death)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from unmocked.errors import ConfigurationError
+from unmocked.urls import DatabaseURL, server_url
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -72,7 +73,18 @@ OPTIONS: tuple[tuple[str, str, str], ...] = (
         "Which database the exported variables name under pytest-xdist: shared (default, one "
         "for all workers) or per-worker.",
     ),
+    (
+        "unmocked_build_timeout",
+        "UNMOCKED_BUILD_TIMEOUT",
+        "Seconds a template build (the migrations) may take before it is cancelled, and a run "
+        "waits for another run's build (default 600; 0 for no limit).",
+    ),
 )
+
+# Ten minutes: far beyond the migrations of any test schema seen (seconds, a minute for large
+# Django projects), and well inside a CI job's own limit, so a hanging migration fails the run
+# with its name instead of being killed by CI without a word.
+DEFAULT_BUILD_TIMEOUT = 600.0
 
 ENV_DATABASE_MODES = ("shared", "per-worker")
 _TRUE = ("1", "true", "yes", "on")
@@ -96,6 +108,9 @@ class Settings:
     provider: str = "auto"
     pg_version: int | None = None
     database_url: str | None = None
+    """``UNMOCKED_DATABASE_URL`` (a URL or a key=value DSN) as one complete
+    :class:`~unmocked.urls.DatabaseURL`, whose repr hides the password; see
+    :func:`read_database_url`."""
     server_settings: tuple[tuple[str, str], ...] = ()
     """``(name, value)`` pairs passed to a server unmocked starts, after its own test tuning."""
     extensions: tuple[str, ...] = ()
@@ -106,10 +121,16 @@ class Settings:
     """``(NAME, TEMPLATE)`` pairs exported besides the libpq variables and ``DATABASE_URL``."""
     env_database: str = "shared"
     """``shared`` or ``per-worker``: the database exported to pytest-xdist workers."""
+    build_timeout: float = DEFAULT_BUILD_TIMEOUT
+    """Seconds a template build may take (and a run wait for another's); 0 for no limit."""
     cache_dir: Path = field(default_factory=lambda: default_cache_dir(os.environ))
     root_dir: Path = field(default_factory=Path.cwd)
 
     def __post_init__(self) -> None:
+        if self.database_url and not isinstance(self.database_url, DatabaseURL):
+            object.__setattr__(
+                self, "database_url", read_database_url(self.database_url, self.provider)
+            )
         if self.provider not in PROVIDERS:
             raise ConfigurationError(
                 f"unmocked_provider = {self.provider!r} is not a provider unmocked knows. "
@@ -151,6 +172,7 @@ class Settings:
         raw_export = pick("unmocked_export_env", "UNMOCKED_EXPORT_ENV").lower()
         if raw_export not in _TRUE + _FALSE:
             raise ConfigurationError(f"unmocked_export_env = {raw_export!r}: write true or false.")
+        provider = pick("unmocked_provider", "UNMOCKED_PROVIDER") or "auto"
         raw_version = pick("unmocked_pg_version", "UNMOCKED_PG_VERSION")
         try:
             pg_version = int(raw_version) if raw_version else None
@@ -159,11 +181,21 @@ class Settings:
                 f"unmocked_pg_version = {raw_version!r} is not a major version number; "
                 "write it as 15, 16, 17 or 18."
             ) from None
+        raw_timeout = pick("unmocked_build_timeout", "UNMOCKED_BUILD_TIMEOUT")
+        try:
+            build_timeout = float(raw_timeout) if raw_timeout else DEFAULT_BUILD_TIMEOUT
+        except ValueError:
+            build_timeout = -1.0
+        if not 0 <= build_timeout < float("inf"):
+            raise ConfigurationError(
+                f"unmocked_build_timeout = {raw_timeout!r} is not a number of seconds; write "
+                "for example 600 (the default), or 0 for no limit."
+            )
         return cls(
             migrations=pick("unmocked_migrations", "UNMOCKED_MIGRATIONS"),
-            provider=pick("unmocked_provider", "UNMOCKED_PROVIDER") or "auto",
+            provider=provider,
             pg_version=pg_version,
-            database_url=env.get("UNMOCKED_DATABASE_URL") or None,
+            database_url=read_database_url(env.get("UNMOCKED_DATABASE_URL", ""), provider, env),
             server_settings=parse_server_settings(
                 pick("unmocked_server_settings", "UNMOCKED_SERVER_SETTINGS")
             ),
@@ -175,9 +207,22 @@ class Settings:
             export_env=raw_export in _TRUE,
             env=parse_env_templates(pick("unmocked_env", "UNMOCKED_ENV")),
             env_database=pick("unmocked_env_database", "UNMOCKED_ENV_DATABASE") or "shared",
+            build_timeout=build_timeout,
             cache_dir=default_cache_dir(env),
             root_dir=root_dir,
         )
+
+
+def read_database_url(
+    text: str, provider: str, env: Mapping[str, str] = os.environ
+) -> DatabaseURL | None:
+    """``UNMOCKED_DATABASE_URL`` as one complete URL, or refused now, when ``provider`` may use
+    it; ``embedded`` and ``local`` never connect to it, so they keep it unread."""
+    if not text.strip():
+        return None
+    if provider in ("auto", "url"):
+        return server_url(text.strip(), "UNMOCKED_DATABASE_URL", env)
+    return DatabaseURL(text.strip())
 
 
 def parse_server_settings(text: str) -> tuple[tuple[str, str], ...]:

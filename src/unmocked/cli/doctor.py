@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import time
 from typing import Any
 
-from unmocked.servers import binaries
+from unmocked import ownership, templates
+from unmocked.servers import binaries, known_state
 from unmocked.session import UnmockedSession
 from unmocked.settings import Settings
 from unmocked.urls import redact
@@ -27,6 +29,52 @@ def doctor(settings: Settings) -> int:
     local = binaries.local_bindirs(settings.pg_version)
     print(f"local:    {', '.join(map(str, local)) or 'no initdb/postgres found'}")
     print(f"cache:    {settings.cache_dir}")
+    print("held on this machine:")
+    for line in binaries.held(settings):
+        print(f"  {line}")
     with UnmockedSession(settings) as session:
         print(f"auto picks: {session.server.describe()}")
+        _print_settings_left(session)
+        _print_templates_held(session)
     return 0
+
+
+def _print_settings_left(session: UnmockedSession) -> None:
+    """Settings tests left on the picked server: put back (a server unmocked runs), or those new
+    sessions there inherit that would break them (a server given by URL: altered by nobody but
+    its admins)."""
+    if session.restored:
+        print(f"settings: put back what tests had left: {'; '.join(session.restored)}")
+    with known_state.connect(session.server.url, session.server.major) as conn:
+        inherited = known_state.departures(conn)
+    if inherited:
+        print(
+            f"settings: off: new sessions inherit {'; '.join(inherited)}. unmocked's own "
+            "sessions ignore them, the tests' connections do not: undo them with ALTER ... RESET"
+        )
+    elif not session.restored:
+        print("settings: none left by tests")
+
+
+def _print_templates_held(session: UnmockedSession) -> None:
+    """The templates of ours on the picked server: how many, their size, the oldest last use.
+
+    On a connection of its own: the session's admin connection collects as it opens, and a doctor
+    only looks.
+    """
+    with known_state.connect(session.server.url, session.server.major) as conn:
+        held = templates.held_templates(conn)
+    line = f"templates: {held.count} on that server, {held.bytes / 2**20:.0f} MB"
+    if held.least_recent_use is not None:
+        unused = ownership.age_in_words(time.time() - held.least_recent_use)
+        line += f", the least recently used {unused} ago"
+    print(
+        f"{line} (runs drop those unused for "
+        f"{ownership.TEMPLATE_UNUSED_FOR_SECONDS // (24 * 3600)} days, or past the "
+        f"{ownership.TEMPLATES_KEPT_AT_MOST} most recently used)"
+    )
+    if held.unrecorded:
+        print(
+            f"  {held.unrecorded} of them from unmocked 0.1.0, which records no use: "
+            "`unmocked gc --templates` drops them"
+        )

@@ -1,7 +1,9 @@
 """``unmocked gc [--templates]``: drop what runs that are no longer alive left on the server.
 
-That is the databases of crashed runs and those kept for failed tests (and, with ``--templates``,
-every cached template). Only databases unmocked created and recorded are ever touched.
+That is the databases of crashed runs, those kept for failed tests and old templates, as a run's
+start collects them (:func:`unmocked.ownership.collect`), each printed with why; with
+``--templates``, every cached template that no live run uses. Only databases unmocked created and
+recorded are ever touched.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import argparse
 from typing import Any
 
 from unmocked import ownership, templates
+from unmocked.servers import binaries, known_state
 from unmocked.session import UnmockedSession
 from unmocked.settings import Settings
 
@@ -26,11 +29,32 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
 def collect_garbage(settings: Settings, include_templates: bool) -> int:
     """Drop what dead runs left behind; with ``include_templates``, every template too."""
     with UnmockedSession(settings) as session:
-        dropped = ownership.collect_abandoned(session.admin, kept_for=0)
-        if include_templates:
-            dropped += templates.drop_templates(session.admin)
+        # Not session.admin: opening it collects as a run's start does, and what that dropped
+        # would go unreported.
+        with known_state.connect(session.server.url, session.server.major) as conn:
+            dropped = ownership.collect(conn, kept_for=0)
+            if include_templates:
+                dropped += _drop_every_template(conn)
         where = session.server.describe()
-    for name in dropped:
-        print(f"dropped {name}")
+    for gone in dropped:
+        print(f"dropped {gone.name}: {gone.why}")
     print(f"unmocked gc: {len(dropped)} database(s) dropped on {where}")
+    _collect_files(settings)
     return 0
+
+
+def _drop_every_template(conn: ownership.AdminConnection) -> list[ownership.Dropped]:
+    """``--templates``: every template that no live run clones from right now."""
+    return [
+        ownership.Dropped(name, "template (--templates)") for name in templates.drop_templates(conn)
+    ]
+
+
+def _collect_files(settings: Settings) -> None:
+    """Idle clusters and unused copies of binaries on this machine; then what is still held."""
+    removed = binaries.collect_unused(settings)
+    for path in removed:
+        print(f"removed {path}")
+    print(f"unmocked gc: {len(removed)} idle cluster slot(s) or binaries copies removed; held now:")
+    for line in binaries.held(settings):
+        print(f"  {line}")

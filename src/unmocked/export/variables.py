@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from urllib.parse import unquote, urlsplit
+
+from psycopg import pq
 
 from unmocked.errors import ConfigurationError
-from unmocked.urls import database_of, with_database, with_driver
+from unmocked.urls import database_of, libpq_params, with_database, with_driver
 
 PLACEHOLDERS = ("host", "port", "user", "password", "database", "url")
 _PLACEHOLDER = re.compile(r"\{([^{}:]*)(?::([^{}]*))?\}")
@@ -28,9 +29,12 @@ def database_variables(
     for ``database`` on the server of ``server_url``, plus one variable per ``(NAME, TEMPLATE)``.
 
     ``PGPASSWORD`` is given only when the URL carries a password: an empty one would make libpq
-    send it instead of using the server's trust or a ``.pgpass`` file.
+    send it instead of using the server's trust or a ``.pgpass`` file. The URL's other libpq
+    keywords (``hostaddr``, ``sslmode``...) are given as their variables (``PGHOSTADDR``,
+    ``PGSSLMODE``...), so a client of the variables connects as a client of ``DATABASE_URL``.
     """
-    parts = _parts(with_database(server_url, database))
+    url = with_database(server_url, database)
+    parts = _parts(url)
     exported = {
         "PGHOST": parts["host"],
         "PGPORT": parts["port"],
@@ -40,6 +44,7 @@ def database_variables(
     }
     if parts["password"]:
         exported["PGPASSWORD"] = parts["password"]
+    exported.update(_other_keywords_as_variables(url))
     for name, template in templates:
         exported[name] = expand(template, parts, name)
     return exported
@@ -73,13 +78,29 @@ def expand(template: str, parts: Mapping[str, str], name: str = "") -> str:
     return _PLACEHOLDER.sub(fill, template)
 
 
-def _parts(url: str) -> dict[str, str]:
-    split = urlsplit(url)
+def _other_keywords_as_variables(url: str) -> dict[str, str]:
+    variables = {
+        option.keyword.decode(): option.envvar.decode()
+        for option in pq.Conninfo.get_defaults()
+        if option.envvar
+    }
+    given = libpq_params(url)
     return {
-        "host": split.hostname or "localhost",
-        "port": str(split.port or 5432),
-        "user": unquote(split.username or ""),
-        "password": unquote(split.password or ""),
+        variables[keyword]: value
+        for keyword, value in given.items()
+        if keyword in variables and keyword not in ("host", "port", "user", "password", "dbname")
+    }
+
+
+def _parts(url: str) -> dict[str, str]:
+    """The pieces of ``url`` as libpq reads them (a socket folder given as ``?host=`` included),
+    so the variables name the server unmocked itself connects to."""
+    params = libpq_params(url)
+    return {
+        "host": params.get("host") or "localhost",
+        "port": params.get("port") or "5432",
+        "user": params.get("user", ""),
+        "password": params.get("password", ""),
         "database": database_of(url),
         "url": url,
     }

@@ -18,9 +18,9 @@ databases are cloned from a copy of the template that carries the reset machiner
 
 Steps 1-3 happen as the test ends, so its URL is dead at once; step 4 runs on the server while
 the next test runs on another database. Each database's :class:`Stage` says where it is in that
-life. Objects of the whole server (roles, databases, tablespaces, replication slots) cannot be put
-back inside one database: :meth:`FreshPool.release` returns those that appeared during the test,
-for the caller to name.
+life. Objects and settings of the whole server (roles, databases, tablespaces, replication slots;
+``ALTER SYSTEM``, role and database settings) cannot be put back inside one database:
+:meth:`FreshPool.release` returns those that appeared during the test, for the caller to name.
 
 A server that does not allow event triggers (a role that is not superuser, on a server given by
 URL) or is older than PostgreSQL 14 (which cannot wait for a session to end) gets a clone per test
@@ -37,11 +37,12 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-from unmocked import cluster_objects, ownership
+from unmocked import cluster_objects, ownership, templates
 from unmocked.errors import DatabaseError, UnmockedError
 from unmocked.fresh import reset
 from unmocked.fresh.reset import ResetInside
 from unmocked.ownership import AdminConnection, Owner
+from unmocked.servers import known_state
 from unmocked.templates import Template, ensure_template
 from unmocked.urls import with_database
 
@@ -144,6 +145,7 @@ class FreshPool:
         self._kept = 0
         self._cluster_objects: cluster_objects.Snapshot | None = None
         self._source: str | None = None
+        self._source_fingerprint: str | None = None
         self.reset_unavailable = reset.why_reset_is_unavailable(admin)
         """Why databases are dropped and cloned instead of reset, or None when they are reset."""
 
@@ -173,10 +175,11 @@ class FreshPool:
             self._learn_whether_the_schema_allows_reset(database)
         return database
 
-    def release(self, database: FreshDatabase) -> set[str]:
+    def release(self, database: FreshDatabase) -> cluster_objects.Snapshot:
         """Start putting ``database`` back to the template's state for a later test, or drop it.
 
-        Returns the roles, databases... that appeared on the server since :meth:`acquire`.
+        Returns the roles, databases, settings... that appeared on the server since
+        :meth:`acquire`.
         """
         self._advance_resets(wait=False)
         appeared = self._cluster_objects_appeared()
@@ -185,7 +188,9 @@ class FreshPool:
         self._drop(database)
         return appeared
 
-    def keep(self, database: FreshDatabase, test_name: str) -> tuple[str | None, set[str]]:
+    def keep(
+        self, database: FreshDatabase, test_name: str
+    ) -> tuple[str | None, cluster_objects.Snapshot]:
         """Leave ``database`` as its failed test left it (KEPT), for ``unmocked psql``.
 
         Its comment says it is kept, so this run's end leaves it and later runs collect it only
@@ -206,6 +211,26 @@ class FreshPool:
         owner = Owner("kept", run=self.run_id, test=test_name, since=int(time.time()))
         ownership.record_owner(self.admin, str(row[0]), owner)
         return str(row[0]), appeared
+
+    def reconnected(self, admin: AdminConnection, databases_may_be_gone: bool) -> None:
+        """Go on with ``admin`` after a test ended the old admin session; with
+        ``databases_may_be_gone`` (the run's lease was lost meanwhile, so another run's collection
+        may have dropped them), forget the ready databases that are gone."""
+        self.admin = admin
+        if self._source_fingerprint is not None:
+            templates.hold(admin, self._source_fingerprint)
+        if databases_may_be_gone:
+            self._advance_resets(wait=True)  # a reset may have ended in a database now gone
+        ready = self._in(Stage.READY)
+        if not databases_may_be_gone or not ready:
+            return
+        rows = admin.execute(
+            "SELECT oid FROM pg_database WHERE oid = ANY(%s)", ([db.oid for db in ready],)
+        ).fetchall()
+        found = {int(str(row[0])) for row in rows}
+        for database in ready:
+            if database.oid not in found:
+                self._leave(database, Stage.DROPPED)
 
     def close(self) -> None:
         """Finish the resets under way and drop every database."""
@@ -253,7 +278,11 @@ class FreshPool:
                 _reset_settings(self.admin, database)
         database.name = new_name
         database.stage = Stage.RESETTING
-        database.resetting = ResetInside(with_database(self.admin_url, new_name))
+        database.resetting = ResetInside(
+            known_state.own_session_conninfo(
+                with_database(self.admin_url, new_name), self.admin.info.server_version // 10000
+            )
+        )
         self._databases.remove(database)  # resets are advanced in the order they began
         self._databases.append(database)
         self._advance_resets(wait=False)
@@ -264,7 +293,10 @@ class FreshPool:
         ``wait``); a database whose reset ended is READY for a next test, or dropped."""
         for database in self._in(Stage.RESETTING)[:count]:
             assert database.resetting is not None
-            outcome = database.resetting.advance(wait)
+            try:
+                outcome = database.resetting.advance(wait)
+            except psycopg.OperationalError:
+                outcome = False  # a test (or the server's restart) ended the reset's session
             if outcome is None:
                 continue
             database.resetting = None
@@ -292,14 +324,15 @@ class FreshPool:
             self._source = template.name
             if self.reset_unavailable is None:
                 try:
-                    self._source = ensure_template(
+                    machinery = ensure_template(
                         self.admin,
                         self.admin_url,
                         reset.ResetMachinery(template),
                         self.admin.info.server_version // 10000,
                         self.run_id,
                         base=template.name,
-                    ).name
+                    )
+                    self._source, self._source_fingerprint = machinery.name, machinery.fingerprint
                 except (UnmockedError, psycopg.Error) as error:
                     self.reset_unavailable = f"preparing the template for reset failed: {error}"
         return self._source
@@ -313,20 +346,24 @@ class FreshPool:
         self.reset_unavailable = reset.why_schema_cannot_be_reset(url)
         ownership.wait_for_sessions_to_end(self.admin, database.name)
 
-    def _cluster_objects_appeared(self) -> set[str]:
-        """Roles, databases... new since the last look (at this test's start, or the last end).
+    def _cluster_objects_appeared(self) -> cluster_objects.Snapshot:
+        """Roles, databases, settings... new since the last look (at this test's start, or the
+        last end).
 
         Databases named like ours are left out: other runs and xdist workers make them all the
         time.
         """
-        now = cluster_objects.snapshot(self.admin)
-        appeared = now.since(self._cluster_objects or cluster_objects.Snapshot(frozenset()))
+        before = self._cluster_objects or cluster_objects.Snapshot(frozenset())
+        now = cluster_objects.snapshot(self.admin, self._cluster_objects)
         self._cluster_objects = now
-        return {
-            described
-            for described in appeared.described()
-            if not described.startswith(f"database {ownership.PREFIX}")
-        }
+        appeared = now.since(before)
+        return cluster_objects.Snapshot(
+            frozenset(
+                (kind, name)
+                for kind, name in appeared.objects
+                if not (kind == "database" and name.startswith(ownership.PREFIX))
+            )
+        )
 
 
 def _end_sessions_and_rename(

@@ -85,9 +85,9 @@ def load(spec: str, root_dir: Path) -> MigrationSource:
         return load_alembic(spec, root_dir)
     path = (root_dir / spec).resolve()
     if path.is_dir():
-        from unmocked.migrations.sql_files import SqlFiles
+        from unmocked.migrations.sql_files import load_sql_files
 
-        return SqlFiles(path, root_dir)
+        return load_sql_files(spec, path, root_dir)
     if ":" in spec and not path.exists():
         from unmocked.migrations.python_object import load_python_object
 

@@ -19,13 +19,19 @@ See :mod:`unmocked.isolation` for what rollback isolation keeps and what it cann
 from __future__ import annotations
 
 import os
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from unmocked.errors import UnmockedError
-from unmocked.plugin._shared import SESSION_KEY, server_from_json, server_to_json
+from unmocked.plugin._shared import (
+    SESSION_KEY,
+    reported_as_failures,
+    server_from_json,
+    server_to_json,
+)
 from unmocked.report import Tally
 from unmocked.session import UnmockedSession
 from unmocked.settings import OPTIONS, Settings
@@ -76,6 +82,19 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     session = config.stash.get(SESSION_KEY, None)
     if session is not None:
         session.close()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
+    """After each test's teardown, open again what it ended of unmocked's own sessions (a test
+    that terminates every other session), warning with its name; two looks at sockets."""
+    try:
+        return (yield)
+    finally:
+        session = item.config.stash.get(SESSION_KEY, None)
+        if session is not None and session.started:
+            with reported_as_failures():
+                session.notice_lost_sessions(item.nodeid)
 
 
 @pytest.hookimpl(optionalhook=True)

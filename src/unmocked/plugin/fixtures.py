@@ -23,6 +23,7 @@ from unmocked.isolation import RollbackConnection
 from unmocked.plugin._shared import SESSION_KEY, reported_as_failures
 from unmocked.servers import Server
 from unmocked.session import UnmockedSession
+from unmocked.urls import DatabaseURL, redact
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -110,3 +111,27 @@ def pytest_runtest_makereport(
 
 def _failed(item: pytest.Item) -> bool:
     return any(report.failed for report in item.stash.get(REPORTS_KEY, []))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_assertrepr_compare(
+    config: pytest.Config, op: str, left: object, right: object
+) -> list[str] | None:
+    """``assert pg_url == expected`` explained as pytest would, with both URLs' passwords hidden.
+
+    A failed comparison of two strings prints a diff of their text, not their ``repr()``, so the
+    :class:`DatabaseURL` repr alone would not keep the password out of the report.
+    """
+    if not isinstance(left, DatabaseURL) and not isinstance(right, DatabaseURL):
+        return None
+    shown_left, shown_right = (
+        redact(side) if isinstance(side, str) else side for side in (left, right)
+    )
+    explanations = config.hook.pytest_assertrepr_compare(
+        config=config, op=op, left=shown_left, right=shown_right
+    )
+    lines: list[str] = next((list(found) for found in explanations if found), [])
+    if shown_left == shown_right and left != right:
+        lines = lines or [f"{shown_left!r} {op} {shown_right!r}"]
+        lines.append("The URLs differ in their passwords, which unmocked does not print.")
+    return lines or None

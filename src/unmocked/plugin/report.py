@@ -2,7 +2,9 @@
 
 The header comes once the server and template are ready, before the first test: the run prepares
 them as soon as collection shows a test that uses unmocked, so a run that needs no database starts
-none, and the first test does not carry the start-up's time. Under pytest-xdist the controller
+none, and the first test does not carry the start-up's time. A slow build (or a wait for another
+run's) says how it goes before that, through the terminal reporter, also when a fixture builds
+the template while pytest captures the test's output. Under pytest-xdist the controller
 starts the server before the workers exist (it must hand it to them), so its header names the
 server only; the summary line names the template the workers used. The lines themselves are
 written by :mod:`unmocked.report`.
@@ -11,16 +13,44 @@ written by :mod:`unmocked.report`.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import ExitStack, nullcontext
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from unmocked.build_watch import progress_lines_to
 from unmocked.errors import UnmockedError
 from unmocked.plugin._shared import SESSION_KEY
 from unmocked.session import UnmockedSession
 
 HEADER_KEY = pytest.StashKey[str]()
+PROGRESS_KEY = pytest.StashKey[ExitStack]()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Send the progress lines of template builds to the terminal for the rest of the run."""
+    config = session.config
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    # An xdist worker's terminal output reaches nobody; its standard error does (the default).
+    if reporter is None or hasattr(config, "workerinput"):
+        return
+    capture = config.pluginmanager.get_plugin("capturemanager")
+
+    def write(line: str) -> None:
+        with capture.global_and_fixture_disabled() if capture else nullcontext():
+            reporter.write_line(line)
+
+    stack = ExitStack()
+    stack.enter_context(progress_lines_to(write))
+    config.stash[PROGRESS_KEY] = stack
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    stack = config.stash.get(PROGRESS_KEY, None)
+    if stack is not None:
+        stack.close()
+        del config.stash[PROGRESS_KEY]
 
 
 @pytest.hookimpl(tryfirst=True)  # before the terminal reporter asks for the header, below

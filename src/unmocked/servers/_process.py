@@ -8,6 +8,7 @@ owns switching accounts and starting and stopping processes, so
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -15,7 +16,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 from unmocked.processes import die_with_parent
 
@@ -29,12 +29,16 @@ class Account:
     gid: int
 
 
-def _child_setup(account: Account | None, die_with_us: bool = True) -> Callable[[], None]:
-    """What the child does between fork and exec: drop root, then (unless told not to) ask to die
-    with us.
+def _child_setup(
+    account: Account | None, die_with_us: bool = True, log: Path | None = None
+) -> Callable[[], None]:
+    """What the child does between fork and exec: drop root, open its ``log`` as stdout and
+    stderr, then (unless told not to) ask to die with us.
 
-    Dying with us sends SIGINT, PostgreSQL's fast shutdown (see :mod:`unmocked.processes`); it comes
-    after setuid, because the kernel clears it when credentials change.
+    The log is opened after the switch of account, so a link the account planted where the log
+    goes leads nowhere that account could not write anyway. Dying with us sends SIGINT,
+    PostgreSQL's fast shutdown (see :mod:`unmocked.processes`); it comes after setuid, because the
+    kernel clears it when credentials change.
     """
     tie_to_parent = die_with_parent(signal.SIGINT) if die_with_us else None
 
@@ -43,6 +47,13 @@ def _child_setup(account: Account | None, die_with_us: bool = True) -> Callable[
             os.setgroups([])
             os.setgid(account.gid)
             os.setuid(account.uid)
+        if log is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(log)
+            fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            os.dup2(fd, 1)
+            os.dup2(fd, 2)
+            os.close(fd)
         if tie_to_parent is not None:
             tie_to_parent()
 
@@ -68,10 +79,10 @@ def spawn(
     argv: Sequence[str | Path],
     account: Account | None,
     cwd: Path,
-    output: IO[bytes],
+    log: Path,
     detached_holding: int | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start a long-lived server as ``account``, our child, which dies when we do.
+    """Start a long-lived server as ``account``, our child, which dies when we do, writing ``log``.
 
     Its own session keeps a Ctrl-C in the terminal from reaching it directly: we stop it ourselves,
     in order, after the tests that use it. With ``detached_holding`` (a file descriptor) it is not
@@ -81,12 +92,10 @@ def spawn(
     return subprocess.Popen(
         [str(arg) for arg in argv],
         stdin=subprocess.DEVNULL,
-        stdout=output,
-        stderr=subprocess.STDOUT,
         cwd=cwd,
         start_new_session=True,
         pass_fds=() if detached_holding is None else (detached_holding,),
-        preexec_fn=_child_setup(account, die_with_us=detached_holding is None),
+        preexec_fn=_child_setup(account, die_with_us=detached_holding is None, log=log),
     )
 
 
@@ -135,23 +144,31 @@ def is_alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
 
 
-def is_postmaster_of(pid: int, data_dir: Path) -> bool:
-    """True when ``pid`` is a live postgres whose data folder is ``data_dir``.
+def is_postmaster_of(pid: int, data_dir: Path, uid: int) -> bool:
+    """True when ``pid`` is a live postgres of account ``uid`` whose data folder is ``data_dir``.
 
     A pid in a stale postmaster.pid may since belong to any process; only a postgres working in
-    this very folder may be stopped.
+    this very folder, as the account we run servers as, may be stopped.
     """
     if not is_alive(pid):
         return False
     proc = Path(f"/proc/{pid}")
     if proc.is_dir():
         try:
-            return (proc / "comm").read_text().strip() == "postgres" and Path(
-                os.readlink(proc / "cwd")
-            ) == data_dir.resolve()
+            return (
+                (proc / "comm").read_text().strip() == "postgres"
+                and proc.stat().st_uid == uid
+                and Path(os.readlink(proc / "cwd")) == data_dir.parent.resolve() / data_dir.name
+            )
         except OSError:
             return False
     result = subprocess.run(
-        ["ps", "-o", "command=", "-p", str(pid)], capture_output=True, text=True, check=False
+        ["ps", "-o", "uid=,command=", "-p", str(pid)], capture_output=True, text=True, check=False
     )
-    return "postgres" in result.stdout and str(data_dir) in result.stdout
+    fields = result.stdout.split(None, 1)
+    return (
+        len(fields) == 2
+        and fields[0] == str(uid)
+        and "postgres" in fields[1]
+        and str(data_dir) in fields[1]
+    )

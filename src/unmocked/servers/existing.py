@@ -1,6 +1,9 @@
 """A server someone else runs, named by ``UNMOCKED_DATABASE_URL`` (a CI service, a shared server).
 
 unmocked only creates and drops its own databases there; it never stops or tunes that server.
+Attaching checks, once, what every later step needs: the server answers, the role may create
+databases, and its sessions may write (a read-only role or a standby would only fail later, at the
+first ``CREATE DATABASE``).
 """
 
 from __future__ import annotations
@@ -11,23 +14,52 @@ from unmocked.errors import ServerError
 from unmocked.servers import RunningServer, Server
 from unmocked.urls import redact
 
+# Where a read-only default comes from (pg_settings.source), as the words and the fix for people.
+_READ_ONLY_BECAUSE = {
+    "user": ("set for role {role}", "Run ALTER ROLE {role} RESET {name} as an admin"),
+    "database": (
+        "set for database {database}",
+        "Run ALTER DATABASE {database} RESET {name} as an admin",
+    ),
+    "database user": (
+        "set for role {role} in database {database}",
+        "Run ALTER ROLE {role} IN DATABASE {database} RESET {name} as an admin",
+    ),
+    "client": ("set by the connection's options", "Remove it from the URL's options or PGOPTIONS"),
+}
+_READ_ONLY_ELSEWHERE = (
+    "set in the server's configuration",
+    "Set {name} = off there (ALTER SYSTEM RESET {name}; SELECT pg_reload_conf())",
+)
+
 
 def attach(url: str) -> RunningServer:
-    """Check that ``url`` answers and may create databases; describe the server behind it."""
+    """Check that ``url`` answers, may create databases and may write; describe its server."""
     try:
         with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
             row = conn.execute(
                 "SELECT current_setting('server_version'), "
                 "current_setting('server_version_num')::int / 10000, "
-                "rolcreatedb OR rolsuper FROM pg_roles WHERE rolname = current_user"
+                "rolcreatedb OR rolsuper, pg_is_in_recovery(), "
+                "current_setting('transaction_read_only') = 'on', "
+                "(SELECT source FROM pg_settings WHERE name = 'default_transaction_read_only') "
+                "FROM pg_roles WHERE rolname = current_user"
             ).fetchone()
+            assert row is not None
+            version, major, may_create, standby, read_only, read_only_source = row
+            if read_only and not standby:
+                raise ServerError(_read_only_role(url, conn, str(read_only_source)))
     except psycopg.Error as error:
         raise ServerError(
             f"UNMOCKED_DATABASE_URL ({redact(url)}) does not answer: "
             f"{redact(str(error)).strip()}. Check that the server runs and the URL is right."
         ) from None
-    assert row is not None
-    version, major, may_create = row
+    if standby:
+        raise ServerError(
+            f"UNMOCKED_DATABASE_URL ({redact(url)}) is a standby server (in recovery, so "
+            "read-only), and unmocked creates its databases there. Point it at the primary, or "
+            "at a server of the tests' own."
+        )
     if not may_create:
         raise ServerError(
             f"UNMOCKED_DATABASE_URL ({redact(url)}) connects as a role that may not create "
@@ -35,4 +67,21 @@ def attach(url: str) -> RunningServer:
         )
     return RunningServer(
         Server(url=url, version=str(version).split()[0], major=int(major), provider="url")
+    )
+
+
+def _read_only_role(url: str, conn: psycopg.Connection[tuple[object, ...]], source: str) -> str:
+    """The paragraph for a role whose sessions start read-only: where that is set, and the fix."""
+    # quote_ident quotes only what SQL needs quoted, so the fix reads as one would type it.
+    names = conn.execute("SELECT quote_ident(current_user), quote_ident(current_database())")
+    row = names.fetchone()
+    assert row is not None
+    role, database = (str(name) for name in row)
+    where, fix = _READ_ONLY_BECAUSE.get(source, _READ_ONLY_ELSEWHERE)
+    name = "default_transaction_read_only"
+    fields = {"role": role, "database": database, "name": name}
+    return (
+        f"UNMOCKED_DATABASE_URL ({redact(url)}) connects as {role}, whose sessions are "
+        f"read-only ({name} = on, {where.format(**fields)}), and unmocked creates its databases "
+        f"there. {fix.format(**fields)}, or point UNMOCKED_DATABASE_URL at a role that may write."
     )

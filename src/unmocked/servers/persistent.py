@@ -24,7 +24,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from unmocked.errors import ServerError
-from unmocked.servers import RunningServer, Server, _process, start_from_binaries
+from unmocked.servers import RunningServer, Server, _process, known_state, start_from_binaries
+from unmocked.servers._as_root import service_account
+from unmocked.servers._places import cache_folder, read_private, read_untrusted, write_private
 from unmocked.servers._slots import locked
 from unmocked.settings import Settings
 
@@ -82,7 +84,10 @@ def find(settings: Settings) -> Record | None:
 def attach(settings: Settings) -> RunningServer | None:
     """The ``up`` server, when there is one that fits ``settings``; closing it never stops it."""
     found = find(settings)
-    return RunningServer(found.server) if found is not None and found.fits(settings) else None
+    if found is None or not found.fits(settings):
+        return None
+    # Each run that attaches puts back what an earlier run's tests left (see known_state).
+    return known_state.restore(RunningServer(found.server))
 
 
 def down(settings: Settings) -> Record | None:
@@ -104,8 +109,7 @@ def down(settings: Settings) -> Record | None:
 
 
 def _locked(cache_dir: Path) -> AbstractContextManager[None]:
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    return locked(cache_dir / _LOCK_FILE)
+    return locked(cache_folder(cache_dir) / _LOCK_FILE)
 
 
 def _live_record(cache_dir: Path, forget_stale: bool) -> Record | None:
@@ -114,12 +118,12 @@ def _live_record(cache_dir: Path, forget_stale: bool) -> Record | None:
     ``forget_stale`` deletes a stale record, which is safe only under ``_locked``: without it,
     ``up`` could write a new record between our look and the deletion.
     """
-    path = cache_dir / _STATE_FILE
+    path = cache_folder(cache_dir) / _STATE_FILE
     try:
         record = _read(path)
     except FileNotFoundError:
         return None
-    except (OSError, ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError):
         record = None  # half-written by an older version, or edited: not a server to trust
     if record is not None and _is_running(record):
         return record
@@ -131,7 +135,9 @@ def _live_record(cache_dir: Path, forget_stale: bool) -> Record | None:
 def _is_running(record: Record) -> bool:
     """True when the recorded pid is a postmaster on the recorded data folder, started then."""
     data_dir = record.server.data_dir
-    if data_dir is None or not _process.is_postmaster_of(record.pid, data_dir):
+    account = service_account()
+    uid = account.uid if account is not None else os.geteuid()
+    if data_dir is None or not _process.is_postmaster_of(record.pid, data_dir, uid):
         return False
     try:
         return _postmaster(data_dir) == (record.pid, record.started_at)
@@ -142,7 +148,7 @@ def _is_running(record: Record) -> bool:
 def _postmaster(data_dir: Path) -> tuple[int, float]:
     """``(pid, start time)`` from the data folder's ``postmaster.pid`` (its 1st and 3rd lines)."""
     try:
-        lines = (data_dir / "postmaster.pid").read_text().splitlines()
+        lines = read_untrusted(data_dir / "postmaster.pid").splitlines()
         return int(lines[0]), float(lines[2])
     except (OSError, ValueError, IndexError):
         raise ServerError(f"{data_dir} has no readable postmaster.pid") from None
@@ -150,13 +156,17 @@ def _postmaster(data_dir: Path) -> tuple[int, float]:
 
 def _write(cache_dir: Path, record: Record) -> None:
     fields = {**asdict(record), "server": record.server.to_fields()}
-    partial = cache_dir / f"{_STATE_FILE}.partial"
-    partial.write_text(json.dumps(fields, indent=2))
-    os.replace(partial, cache_dir / _STATE_FILE)  # readers see the old record or the new one
+    # It holds the URL with the cluster's secret: readable by us alone (and replaced whole, so
+    # readers see the old record or the new one).
+    write_private(cache_folder(cache_dir) / _STATE_FILE, json.dumps(fields, indent=2))
 
 
 def _read(path: Path) -> Record:
-    fields = json.loads(path.read_text())
+    """The record at ``path``; a file another account planted there raises NotOurs."""
+    text = read_private(path)
+    if text is None:
+        raise FileNotFoundError(path)
+    fields = json.loads(text)
     return Record(
         server=Server.from_fields(fields["server"]),
         pid=int(fields["pid"]),
