@@ -264,6 +264,11 @@ def test_09_a_second_connection_that_only_reads_and_closes(pg):
 
 def test_10_pg_after_apg_and_a_reader(pg):
     assert count(pg) == 0
+
+
+def test_11_closes_what_test_03_left_open():
+    for conn in LEFT_OPEN:
+        conn.close()  # its session was ended with its database; this closes our end of it
 '''
 
 
@@ -272,7 +277,7 @@ def test_a_second_connection_that_commits_is_invisible_to_the_next_test_and_name
 ) -> None:
     user_project.makepyfile(test_second=SECOND_CONNECTIONS)
     result = user_project.runpytest("-p", "no:randomly")
-    result.assert_outcomes(passed=10, warnings=4)
+    result.assert_outcomes(passed=11, warnings=4)
     output = result.stdout.str()
     for test in ("test_01", "test_05", "test_07"):
         assert re.search(rf"{test}\S* committed changes to the rollback database", output), output
