@@ -34,7 +34,7 @@ from importlib import resources
 
 import psycopg
 from psycopg import pq
-from psycopg.pq import ConnStatus, ExecStatus, PollingStatus
+from psycopg.pq import ConnStatus, ExecStatus
 
 from unmocked.migrations import digest
 from unmocked.ownership import AdminConnection
@@ -95,15 +95,19 @@ def why_schema_cannot_be_reset(url: str) -> str | None:
 class ResetInside:
     """:data:`RESET` under way in one database, advanced without waiting where it can.
 
-    First a session of our own starts in the database, then the reset runs in it: the server does
-    both while the next test runs on another database. (Not a thread: a thread of the test process
-    waits for the interpreter lock after each round trip, which costs more than it saves.)
+    A session of our own connects to the database at once (blocking: a handshake left half-done
+    holds a backend that keeps every DROP DATABASE on the server waiting, up to the server's
+    authentication_timeout, now that servers ask for a password); then the reset runs in it, on
+    the server, while the next test runs on another database. (Not a thread: a thread of the test
+    process waits for the interpreter lock after each round trip, which costs more than it saves.)
     """
 
     def __init__(self, url: str) -> None:
-        self._inside = pq.PGconn.connect_start(url.encode())
-        self._polling = PollingStatus.WRITING  # as libpq says to act right after connect_start
-        self._sent = False
+        self._inside = pq.PGconn.connect(url.encode())
+        self._sent = self._inside.status == ConnStatus.OK
+        if self._sent:
+            self._inside.nonblocking = 1
+            self._inside.send_query(RESET)
 
     def advance(self, wait: bool) -> bool | None:
         """Take the reset as far as it goes (to its end with ``wait``).
@@ -111,24 +115,9 @@ class ResetInside:
         None while it is under way; then True when the database is back in the template's state,
         False when it must be dropped instead.
         """
-        inside = self._inside
-        while not self._sent:
-            if self._polling == PollingStatus.FAILED or inside.status == ConnStatus.BAD:
-                return self._end(False)
-            reading = self._polling == PollingStatus.READING
-            ready = select.select(
-                [inside.socket] if reading else [],
-                [] if reading else [inside.socket],
-                [],
-                None if wait else 0,
-            )
-            if not any(ready):
-                return None
-            self._polling = PollingStatus(inside.connect_poll())
-            if self._polling == PollingStatus.OK:
-                inside.send_query(RESET)
-                self._sent = True
-        result = _result(inside, wait)
+        if not self._sent:
+            return self._end(False)
+        result = _result(self._inside, wait)
         if result is None:
             return None
         return self._end(result.status == ExecStatus.TUPLES_OK and result.get_value(0, 0) is None)
