@@ -14,17 +14,20 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg import sql
 
-from unmocked import servers
+from unmocked import ownership, servers
 from unmocked.servers import RunningServer
 from unmocked.servers._as_root import service_account
 from unmocked.servers._slots import data_root
 from unmocked.settings import Settings
+from unmocked.urls import with_database
 
 RUNNING_SERVER_URL = os.environ.get(
     "UNMOCKED_TEST_SERVER_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -169,3 +172,23 @@ def pid_file_of(data_dir: Path) -> str:
         return (data_dir / "postmaster.pid").read_text()
     except FileNotFoundError:
         return ""
+
+
+@contextmanager
+def a_role_of_its_own(admin_url: str, role: str, attributes: str) -> Iterator[str]:
+    """The URL of a new login role (with ``attributes``, e.g. ``CREATEDB``) on ``admin_url``'s
+    server; afterwards the databases of ours it owns are dropped, then the role."""
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(
+            sql.SQL("CREATE ROLE {} LOGIN {}").format(sql.Identifier(role), sql.SQL(attributes))
+        )
+        try:
+            yield with_database(admin_url, "postgres").replace("postgres@", f"{role}@", 1)
+        finally:
+            for name, _owner in ownership.our_databases(admin):
+                row = admin.execute(
+                    "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s", (name,)
+                ).fetchone()
+                if row and row[0] == role:
+                    ownership.drop_database(admin, name)
+            admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))

@@ -14,11 +14,8 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg import sql
 
-from helpers import run_unmocked
-from unmocked import ownership
-from unmocked.urls import with_database
+from helpers import a_role_of_its_own, run_unmocked
 
 SCHEMA = """
 CREATE TABLE seeded (
@@ -407,19 +404,9 @@ def plain_role_url() -> Iterator[str]:
         admin = psycopg.connect(admin_url, autocommit=True)
     except psycopg.Error:
         pytest.skip(f"no running server answers at {admin_url}")
-    role = f"unmocked_plain_{os.getpid()}"
-    with admin:
-        admin.execute(sql.SQL("CREATE ROLE {} LOGIN CREATEDB").format(sql.Identifier(role)))
-        try:
-            yield with_database(admin_url, "postgres").replace("postgres@", f"{role}@", 1)
-        finally:
-            for name, _owner in ownership.our_databases(admin):
-                row = admin.execute(
-                    "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s", (name,)
-                ).fetchone()
-                if row and row[0] == role:
-                    ownership.drop_database(admin, name)
-            admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+    admin.close()
+    with a_role_of_its_own(admin_url, f"unmocked_plain_{os.getpid()}", "CREATEDB") as url:
+        yield url
 
 
 def test_without_event_triggers_each_test_gets_a_new_clone_and_the_summary_says_why(

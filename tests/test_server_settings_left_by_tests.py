@@ -13,12 +13,9 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
-from psycopg import sql
 
-from helpers import RUNNING_SERVER_URL, run_unmocked, server_answers
-from unmocked import ownership
+from helpers import RUNNING_SERVER_URL, a_role_of_its_own, run_unmocked, server_answers
 
 BREAKS_THE_SERVER = """
 import psycopg
@@ -132,18 +129,8 @@ def url_of_a_role_of_its_own() -> Iterator[str]:
     if not server_answers(RUNNING_SERVER_URL):
         pytest.skip(f"no running server answers at {RUNNING_SERVER_URL}")
     role = f"unmocked_settings_{os.getpid()}"
-    with psycopg.connect(RUNNING_SERVER_URL, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE ROLE {} LOGIN SUPERUSER").format(sql.Identifier(role)))
-        try:
-            yield RUNNING_SERVER_URL.replace("postgres@", f"{role}@", 1)
-        finally:
-            for name, _owner in ownership.our_databases(admin):
-                row = admin.execute(
-                    "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s", (name,)
-                ).fetchone()
-                if row and row[0] == role:
-                    ownership.drop_database(admin, name)
-            admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+    with a_role_of_its_own(RUNNING_SERVER_URL, role, "SUPERUSER") as url:
+        yield url
 
 
 def test_own_sessions_ignore_the_timeouts_a_test_gave_its_role_on_a_server_given_by_url(

@@ -26,6 +26,7 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -209,8 +210,6 @@ class ClusterServer(RunningServer):
         Asked after an error on a session, which may come the moment the postmaster's files
         close, a little before it can be reaped: so it waits a fifth of a second for that.
         """
-        import signal
-
         if self._closed:
             return None
         try:
