@@ -64,6 +64,34 @@ def test_migrations_module_that_raises_at_import_is_named_with_its_line(
     )
 
 
+def test_migrations_module_that_raises_at_import_is_imported_once_for_the_whole_run(
+    user_project: pytest.Pytester, set_migrations: Callable[[str], None]
+) -> None:
+    """The failure is kept: three tests get the one paragraph, the module is not run three times."""
+    set_migrations("broken_models:metadata")
+    imports = user_project.path / "imports.txt"
+    write_files(
+        user_project.path,
+        {
+            "broken_models.py": f"""
+                with open({str(imports)!r}, "a") as record:
+                    record.write("imported\\n")
+                RATE = 1 / 0
+            """
+        },
+    )
+    user_project.makepyfile(
+        "import pytest\n\n"
+        "@pytest.mark.parametrize('n', range(3))\n"
+        "def test_uses_the_database(pg, n):\n    pg.execute('SELECT 1')\n"
+    )
+
+    result = user_project.runpytest("-p", "no:randomly")
+
+    result.assert_outcomes(errors=3)
+    assert imports.read_text() == "imported\n"
+
+
 # -- item: a .sql file that is not UTF-8 ----------------------------------------------------
 
 

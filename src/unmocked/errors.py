@@ -38,7 +38,7 @@ class FixtureError(UnmockedError):
 
 
 class ServerError(UnmockedError):
-    """No PostgreSQL server could be found or started."""
+    """No PostgreSQL server could be found or started, or the one in use died."""
 
 
 class MigrationError(UnmockedError):

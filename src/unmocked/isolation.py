@@ -13,7 +13,7 @@ the same generators, which :class:`UnitOfWork` overrides once for both.
 What one outer transaction cannot keep: ``now()`` stays at the test's start, sequences do not roll
 back, and a raw ``COMMIT``/``ROLLBACK`` statement ends the outer transaction (unmocked notices and
 rebuilds the database, so the next test is still isolated). Nor can it hold a second connection the
-code under test opens to the same database (``pg.info.dsn``): that one commits for real. The end of
+code under test opens to the same database (from ``pg.info``): that one commits for real. The end of
 each test looks for one in the same round trip (:data:`OUTSIDE_SESSIONS`), and the database is
 rebuilt as after a raw ``COMMIT``. Tests that need any of that ask for a fresh database instead (the
 ``pg_url`` fixture).

@@ -13,8 +13,9 @@ The hub: it orchestrates the modules that do the work and counts what tests used
 
 What a test can do to unmocked itself is watched for on the way: a test that ends unmocked's own
 sessions (``pg_terminate_backend``) has them opened again, the lease first, and is named in a
-warning (:meth:`notice_lost_sessions`); a server that died is said once, in one paragraph with its
-log's last lines, and every later request for a database fails at once, in one line.
+warning (:meth:`notice_lost_sessions`, :mod:`unmocked.ended_sessions`); a server that died is said
+once, in one paragraph with its log's last lines, and every later request for a database fails at
+once, in one line (:mod:`unmocked.dead_server`).
 
 Under pytest-xdist each worker has its own session attached to the server the controller started
 (``attach_to``), so the workers share one server and one template but never a database.
@@ -33,6 +34,8 @@ from typing import TypeVar
 import psycopg
 
 from unmocked import cluster_objects, migrations, ownership, report, templates
+from unmocked.dead_server import DeathNotice
+from unmocked.ended_sessions import EndedSessions
 from unmocked.errors import ConfigurationError, ServerError, UnmockedError, UnmockedWarning
 from unmocked.fresh import FreshPool
 from unmocked.isolation import (
@@ -58,11 +61,11 @@ _ESCAPED = (
     "writes may have been committed"
 )
 _COMMITTED = (
-    "committed changes to the rollback database from a connection of its own (one opened with "
-    "pg.info.dsn, by a thread or a pool of the code under test), which no rollback undoes"
+    "committed changes to the rollback database from a connection of its own (one opened from "
+    "pg.info, by a thread or a pool of the code under test), which no rollback undoes"
 )
 _STILL_CONNECTED = (
-    "left a connection of its own to the rollback database (opened with pg.info.dsn, by a "
+    "left a connection of its own to the rollback database (opened from pg.info, by a "
     "thread or a pool of the code under test), which may commit changes no rollback undoes"
 )
 
@@ -85,17 +88,8 @@ class UnmockedSession(Closeable):
         self._rollback_connections: dict[type[UnitOfWork], UnitOfWork] = {}
         self._names = itertools.count(1)
         self._fresh_pool: FreshPool | None = None
-        self._death: str | None = None
-        """How the server died, as one paragraph, once a request met its death."""
-        self._death_told = False
-        """True once a test was given that paragraph: later ones get one line."""
-        self._death_during: str | None = None
-        self._sessions_ended: set[str] = set()
-        """What a test ended of unmocked's own sessions, opened again, not yet warned about..."""
-        self._sessions_ended_by: str | None = None
-        """... and which test did it, when not the one at hand (the one before: a session is
-        seen ended a moment after pg_terminate_backend returned)."""
-        self._last_test: str | None = None
+        self._death = DeathNotice(self._died, self._describe_server)
+        self._ended_sessions = EndedSessions()
 
     def __repr__(self) -> str:
         """The run and its server in words, without URLs: pytest prints it for a failed test."""
@@ -163,8 +157,9 @@ class UnmockedSession(Closeable):
         if self._template_error is not None:
             raise self._template_error
         if self._template is None:
-            source = migrations.from_settings(self.settings, self._source)
+            source: migrations.MigrationSource | None = None
             try:
+                source = migrations.from_settings(self.settings, self._source)
                 self._template = ensure_template(
                     self.admin,
                     self.server.url,
@@ -175,7 +170,8 @@ class UnmockedSession(Closeable):
                 )
             except Exception as error:
                 # A build the server's death broke is no fault of the migrations.
-                death = self._death_of_server(f"the template's build from {source.describe()}")
+                built_from = source.describe() if source else "the migrations"
+                death = self._death.check(f"the template's build from {built_from}")
                 self._template_error = death or error
                 if death is not None:
                     raise death from None
@@ -192,7 +188,7 @@ class UnmockedSession(Closeable):
     def clone_database(self, kind: str) -> str:
         """Name of a new database cloned from the template, for the caller to drop with
         :meth:`drop_database` (the rollback database; ``unmocked run``'s for a whole command)."""
-        with self.tally.database_time():
+        with self._death.guard(f"the clone of a {kind} database"), self.tally.database_time():
             name = f"{ownership.PREFIX}{self.run_id}_{kind}_{next(self._names)}"
             ownership.create_database(
                 self.admin,
@@ -205,7 +201,7 @@ class UnmockedSession(Closeable):
 
     def drop_database(self, name: str) -> None:
         """Drop a database :meth:`clone_database` made."""
-        with self.tally.database_time():
+        with self._death.guard(f"the drop of {name}"), self.tally.database_time():
             ownership.drop_database(self.admin, name)
 
     @property
@@ -234,8 +230,8 @@ class UnmockedSession(Closeable):
         day later drops it. Roles, databases, tablespaces and settings the test left on the whole
         server cannot be undone inside a database: a warning names them.
         """
-        with self._database_request(test_name):
-            self._reopen_lost_sessions(ended_by=self._test_before(test_name))
+        with self._death.guard(test_name):
+            self._reopen_lost_sessions(ended_by=self._ended_sessions.test_before(test_name))
             fresh = self._fresh
             took: list[float] = []
             with self.tally.database_time(), measured(took.append):
@@ -249,7 +245,7 @@ class UnmockedSession(Closeable):
         try:
             yield with_database(self.server.url, database.name)
         finally:
-            with self._database_request(test_name), self.tally.database_time():
+            with self._death.guard(test_name), self.tally.database_time():
                 self._reopen_lost_sessions()  # the test may have ended them
                 if keep_if():
                     kept, appeared = fresh.keep(database, test_name)
@@ -261,7 +257,7 @@ class UnmockedSession(Closeable):
                     with self.tally.phases.measure("reset"):
                         appeared = fresh.release(database)
             self._warn_of_cluster_objects(appeared, test_name)
-            self._tell_of_ended_sessions(test_name)
+            self._ended_sessions.tell(test_name)
 
     def _warn_of_cluster_objects(self, appeared: cluster_objects.Snapshot, test_name: str) -> None:
         objects = appeared.without("setting").described()
@@ -324,13 +320,13 @@ class UnmockedSession(Closeable):
         when the test ended that transaction itself: the database is then rebuilt, as after a raw
         ``COMMIT`` on :meth:`rolled_back`'s connection.
         """
-        with self._database_request(test_name):
+        with self._death.guard(test_name):
             url = self.rollback_database_url()
         self.tally.rollback_tests += 1
         try:
             yield url
         except OuterTransactionLost:
-            with self._database_request(test_name):
+            with self._death.guard(test_name):
                 self.discard_rollback_database(test_name)
 
     @contextmanager
@@ -362,18 +358,18 @@ class UnmockedSession(Closeable):
 
     @contextmanager
     def _rolled_back(self, kind: type[C], test_name: str) -> Iterator[C]:
-        with self._database_request(test_name):
-            self._reopen_lost_sessions(ended_by=self._test_before(test_name))
+        with self._death.guard(test_name):
+            self._reopen_lost_sessions(ended_by=self._ended_sessions.test_before(test_name))
             conn = self._rollback_connection(kind)
             conn.begin_test()
         self.tally.rollback_tests += 1
         try:
             yield conn
         finally:
-            with self._database_request(test_name):
+            with self._death.guard(test_name):
                 self._end_rollback_test(conn, test_name)
                 self._reopen_lost_sessions()
-            self._tell_of_ended_sessions(test_name)
+            self._ended_sessions.tell(test_name)
 
     def _end_rollback_test(self, conn: UnitOfWork, test_name: str) -> None:
         others = [c.info.backend_pid for c in self._rollback_connections.values() if not c.closed]
@@ -385,7 +381,7 @@ class UnmockedSession(Closeable):
         except OutsideSession as outside:
             escaped = _STILL_CONNECTED if outside.still_connected else _COMMITTED
         except psycopg.Error:
-            if self._death_of_server(test_name) is not None:
+            if self._death.check(test_name) is not None:
                 raise
             # The test closed or broke the connection; the server rolled its transaction back.
             escaped = None
@@ -453,16 +449,16 @@ class UnmockedSession(Closeable):
         """
         try:
             self._disconnect_rollback_connections()
-            if self._admin is not None and self._death is None:
+            if self._admin is not None and not self._death.known:
                 try:
                     self._reopen_lost_sessions()
-                    self._sessions_ended.clear()  # nobody to tell at the end of the run
+                    self._ended_sessions.forget()  # nobody to tell at the end of the run
                     if self._fresh_pool is not None:
                         self._fresh_pool.close()
                     if self._rollback_database is not None:
                         self.drop_database(self._rollback_database)
                 except (psycopg.Error, UnmockedError):
-                    if self._death_of_server() is None:
+                    if self._death.check() is None:
                         raise
         finally:
             self._fresh_pool = None
@@ -482,17 +478,17 @@ class UnmockedSession(Closeable):
         database fixtures before they use a session. Silent once the server is known dead: the
         database fixtures say that.
         """
-        if self._death is not None:
+        if self._death.known:
             return
-        with self._database_request(test_name):
+        with self._death.guard(test_name):
             self._reopen_lost_sessions()
-        self._tell_of_ended_sessions(test_name)
+        self._ended_sessions.tell(test_name)
 
     def _reopen_lost_sessions(self, ended_by: str | None = None) -> None:
-        """Open again the lease and admin sessions if a test ended either; note it for
-        :meth:`_tell_of_ended_sessions` (the warning comes once the test's databases are done),
-        with ``ended_by`` when that was not the test at hand."""
-        if self._admin is None or self._lease is None or self._death is not None:
+        """Open again the lease and admin sessions if a test ended either, and note it (with
+        ``ended_by`` when that was not the test at hand) for the warning that comes once the
+        test's databases are done (:class:`~unmocked.ended_sessions.EndedSessions`)."""
+        if self._admin is None or self._lease is None or self._death.known:
             return
         lease_lost = self._lease.lost()
         admin_lost = ownership.session_ended(self._admin.pgconn)
@@ -512,70 +508,10 @@ class UnmockedSession(Closeable):
             templates.hold(self._admin, self._template.fingerprint)
         if self._fresh_pool is not None:
             self._fresh_pool.reconnected(self._admin, databases_may_be_gone=True)
-        if not self._sessions_ended:
-            self._sessions_ended_by = ended_by
-        self._sessions_ended.update(
-            what
-            for what, lost in (("its lease", lease_lost), ("its admin session", admin_lost))
-            if lost
-        )
+        self._ended_sessions.note(lease=lease_lost, admin=admin_lost, ended_by=ended_by)
 
-    def _test_before(self, test_name: str) -> str:
-        return self._last_test or f"a test or fixture before {test_name or 'this test'}"
+    def _died(self) -> str | None:
+        return self._running.died() if self._running is not None else None
 
-    def _tell_of_ended_sessions(self, test_name: str) -> None:
-        """At the end of ``test_name``: warn of the sessions noted ended, naming who ended them."""
-        self._last_test = test_name or self._last_test
-        if not self._sessions_ended:
-            return
-        ended = " and ".join(sorted(self._sessions_ended, reverse=True))
-        culprit = self._sessions_ended_by or test_name or "a test"
-        self._sessions_ended.clear()
-        warnings.warn(
-            f"{culprit} ended unmocked's own sessions on the server ({ended}; "
-            "pg_terminate_backend of every other session?). unmocked opened them again and took "
-            "the lease again, which tells other runs that this run is alive: until then another "
-            "run could take it for dead and drop its idle databases, which are cloned anew. End "
-            "only the sessions of the test's own database (WHERE datname = current_database() "
-            "AND pid <> pg_backend_pid()).",
-            UnmockedWarning,
-            stacklevel=3,
-        )
-
-    @contextmanager
-    def _database_request(self, during: str = "") -> Iterator[None]:
-        """Raise the server's death instead of the errors it causes on unmocked's own sessions.
-
-        The first time as one paragraph (what died, its log's last lines, what to do); once a
-        test was told, every later request fails at once, in one line.
-        """
-        if self._death is not None and self._death_told:
-            raise ServerError(
-                f"The PostgreSQL server of this run died {self._death_during or 'earlier'} (that "
-                "error says how, and where its log is): this test needs a database, so it fails "
-                "at once."
-            )
-        try:
-            yield
-        except (psycopg.Error, UnmockedError):
-            death = self._death_of_server(during)
-            if death is None:
-                raise
-            self._death_told = True
-            raise death from None
-
-    def _death_of_server(self, during: str = "") -> ServerError | None:
-        """The paragraph on the server's death (remembered), or None while it runs."""
-        if self._death is None:
-            died = self._running.died() if self._running is not None else None
-            if died is None:
-                return None
-            self._death_during = f"during {during}" if during else None
-            self._death = (
-                f"The PostgreSQL server of this run died{f' during {during}' if during else ''}: "
-                f"{self._running.server.describe() if self._running else 'the server'}; {died}\n"
-                "Every later test that needs a database fails at once. If nothing in the tests "
-                "killed it (kill -9, the out-of-memory killer), its log says why; run again and "
-                "unmocked starts it anew."
-            )
-        return ServerError(self._death)
+    def _describe_server(self) -> str:
+        return self._running.server.describe() if self._running else "the server"
