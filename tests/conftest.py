@@ -59,6 +59,17 @@ def unmocked_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("unmocked-cache")
 
 
+@pytest.fixture
+def default_provider(
+    pytester: pytest.Pytester, unmocked_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> pytest.Pytester:
+    """A project with the default provider (``auto``), no URL and the session's cache."""
+    for name in ("UNMOCKED_DATABASE_URL", "UNMOCKED_PROVIDER", "UNMOCKED_PG_VERSION"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("UNMOCKED_CACHE_DIR", str(unmocked_cache))
+    return pytester
+
+
 @pytest.fixture(params=["embedded", "local", "url"])
 def provider(request: pytest.FixtureRequest, unmocked_cache: Path) -> dict[str, str]:
     """Environment that makes a pytester run use one provider; skipped where it cannot run."""

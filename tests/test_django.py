@@ -485,3 +485,136 @@ def test_without_django_settings_nothing_is_registered(pytester: pytest.Pytester
     result = pytester.runpytest_subprocess("--trace-config")
     result.assert_outcomes(passed=1)
     assert "unmocked-django" not in result.stdout.str()
+
+
+# One database under three aliases: one with a search_path of its own, one a test mirror.
+SHARED_DATABASE_SETTINGS = """
+DATABASES["reporting"] = dict(
+    DATABASES["default"], OPTIONS={"options": "-c search_path=reporting,public"}
+)
+DATABASES["replica"] = dict(DATABASES["default"], TEST={"MIRROR": "default"})
+"""
+
+REPORTING_MIGRATION = """
+from django.db import migrations
+
+class Migration(migrations.Migration):
+    dependencies = [("notes", "0002_seed")]
+    operations = [
+        migrations.RunSQL(
+            "CREATE SCHEMA reporting; CREATE TABLE reporting.daily (day date PRIMARY KEY); "
+            "INSERT INTO reporting.daily VALUES ('2024-01-01')",
+            migrations.RunSQL.noop,
+        )
+    ]
+"""
+
+
+def test_aliases_sharing_one_database_share_each_clone_of_it(
+    django_project: pytest.Pytester,
+) -> None:
+    """Aliases that name ``default``'s database (another ``search_path`` in ``OPTIONS``, a test
+    mirror) reach the clone ``default`` reaches, in rollback and transactional tests alike."""
+    settings = django_project.path / "proj/settings.py"
+    settings.write_text(SETTINGS + SHARED_DATABASE_SETTINGS)
+    (django_project.path / "notes/migrations/0003_reporting.py").write_text(REPORTING_MIGRATION)
+    django_project.makepyfile(
+        test_shared="""
+        import pytest
+        from django.db import connections
+        from notes.models import Note
+
+        ALIASES = ["default", "reporting", "replica"]
+
+        def value(alias, sql):
+            with connections[alias].cursor() as cursor:
+                cursor.execute(sql)
+                return cursor.fetchone()[0]
+
+        def one_database():
+            names = {alias: value(alias, "SELECT current_database()") for alias in ALIASES}
+            assert len(set(names.values())) == 1, names
+            return names["default"]
+
+        @pytest.mark.django_db(databases=ALIASES)
+        def test_rollback():
+            one_database()
+            assert value("reporting", "SELECT count(*) FROM daily") == 1  # its search_path
+            assert value("reporting", "SELECT count(*) FROM notes_note") == 1  # public
+
+        @pytest.mark.django_db(transaction=True, databases=ALIASES)
+        @pytest.mark.parametrize("attempt", range(2))
+        def test_transactional(attempt):
+            one_database()
+            Note.objects.create(text="committed")
+            with connections["reporting"].cursor() as cursor:
+                cursor.execute("CREATE TABLE made_through_reporting (id int)")
+            assert value("reporting", "SELECT count(*) FROM notes_note") == 2
+            assert value("replica", "SELECT count(*) FROM notes_note") == 2
+            assert value("default", "SELECT count(*) FROM reporting.made_through_reporting") == 0
+
+        @pytest.mark.django_db(transaction=True, databases=["reporting"])
+        def test_transactional_through_reporting_alone():
+            with connections["reporting"].cursor() as cursor:
+                cursor.execute("INSERT INTO daily VALUES ('2024-01-02')")
+            assert value("reporting", "SELECT count(*) FROM daily") == 2
+        """
+    )
+    django_project.runpytest_subprocess("-p", "randomly").assert_outcomes(passed=4)
+
+
+def test_a_server_killed_during_a_django_test_fails_the_later_tests_in_a_line_each(
+    django_project: pytest.Pytester, provider: dict[str, str]
+) -> None:
+    """pytest-django runs rollback tests first, then transactional ones: after the paragraph,
+    each kind fails in one line, without Django's traceback of a lost connection."""
+    if provider["UNMOCKED_PROVIDER"] == "url":
+        pytest.skip("a server given by URL is not unmocked's to kill, nor to watch")
+    django_project.makepyfile(
+        test_kills="""
+        import time
+
+        import psycopg
+        from django.db import connection
+        from notes.models import Note
+
+        def test_1_kills_the_server(db, pg_server):
+            with connection.cursor() as cursor:
+                # Runs in the data folder: the postmaster's pid is the first line there.
+                cursor.execute("COPY (SELECT 1) TO PROGRAM 'kill -9 $(head -1 postmaster.pid)'")
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:  # until it is gone: it refuses connections
+                try:
+                    psycopg.connect(pg_server.url, connect_timeout=1).close()
+                except psycopg.OperationalError:
+                    break
+                time.sleep(0.02)
+
+        def test_2_db(db):
+            Note.objects.count()
+
+        def test_3_transactional(transactional_db):
+            Note.objects.count()
+
+        def test_4_db_again(db):
+            Note.objects.count()
+        """
+    )
+    result = django_project.runpytest_subprocess("-p", "no:randomly")
+    output = result.stdout.str() + result.stderr.str()
+    assert "INTERNALERROR" not in output and "Traceback" not in output, output
+    assert "password" not in output, output  # Django's traceback shows the connection's
+    assert output.count("Last lines of its log") == 1, output
+    errors = re.sub("_{2,}", "_", output.split("= ERRORS =")[1])
+    django_line = (
+        "Django could not connect to its database: the PostgreSQL server of this run does not "
+        "answer any more (an earlier error says how, and where its log is), so this test fails."
+    )
+    for test in ("test_2_db", "test_4_db_again"):
+        assert f"ERROR at setup of {test} _\n{django_line}\n" in errors, output
+    assert re.search(
+        r"ERROR at setup of test_3_transactional _\nThe PostgreSQL server of this run died "
+        r"during test_kills.py::test_1_kills_the_server \(that error says how",
+        errors,
+    ), output
+    assert result.parseoutcomes()["passed"] == 1  # the test that killed it

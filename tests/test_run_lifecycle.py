@@ -37,10 +37,11 @@ def test_one_header_line_says_what_is_ready_before_the_first_test_runs(
         [
             "unmocked: PostgreSQL *, template *, ready in *.* s",
             "test_one_header_line_says_what_is_ready_before_the_first_test_runs.py .*",
-            "unmocked: PostgreSQL *, template *, 1 rollback test, 0 fresh databases, *",
+            "unmocked: PostgreSQL *, template *, 1 rollback test, database time *",
         ]
     )
-    # Under xdist the controller starts the server before any worker exists, so it names that.
+    # Under xdist the controller starts the server once a worker's collection asks for it; the
+    # workers build the template, so its header names the server only.
     spread = user_project.runpytest_subprocess("-n", "2")
     spread.assert_outcomes(passed=1)
     spread.stdout.fnmatch_lines(["unmocked: PostgreSQL *, ready in *.* s"])

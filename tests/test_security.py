@@ -25,7 +25,7 @@ import pytest
 
 from helpers import Cache, as_root, embedded_env, pid_file_of, postmaster_pid, run_unmocked
 from unmocked.errors import ServerError
-from unmocked.servers import _as_root, _slots, binaries, persistent
+from unmocked.servers import _as_root, _places, _slots, binaries, persistent
 from unmocked.servers._places import NotOurs
 from unmocked.servers._process import Account
 from unmocked.settings import Settings
@@ -349,6 +349,12 @@ def test_a_cache_folder_inside_a_folder_others_may_change_is_refused(tmp_path: P
     open_to_all.chmod(0o777)
     with pytest.raises(NotOurs, match="may be changed by others"):
         Cache(open_to_all / "cache").start()
+
+
+def test_a_cache_folder_whose_parents_do_not_exist_yet_is_made(tmp_path: Path) -> None:
+    """A new machine has no ~/.cache: the default cache folder's parents are made, not stat'ed."""
+    folder = _places.cache_folder(tmp_path / "home" / ".cache" / "unmocked")
+    assert folder.is_dir() and stat.S_IMODE(folder.stat().st_mode) == 0o700
 
 
 @as_root

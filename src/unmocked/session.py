@@ -73,7 +73,12 @@ _STILL_CONNECTED = (
 class UnmockedSession(Closeable):
     """Server, template and databases for one process; a context manager."""
 
-    def __init__(self, settings: Settings, attach_to: Server | None = None) -> None:
+    def __init__(
+        self, settings: Settings, attach_to: Server | Callable[[], Server | None] | None = None
+    ) -> None:
+        """``attach_to``: the server to use instead of starting one, or a function that says it
+        on first use (an xdist worker's, known only once the controller has answered; None from
+        it: start one as usual)."""
         self.settings = settings
         self.run_id = ownership.new_run_id()
         self.tally = report.Tally()
@@ -105,9 +110,8 @@ class UnmockedSession(Closeable):
 
     def _running_server(self) -> RunningServer:
         if self._running is None:
-            self._running = (
-                RunningServer(self._attach_to) if self._attach_to else start(self.settings)
-            )
+            attach_to = self._attach_to() if callable(self._attach_to) else self._attach_to
+            self._running = RunningServer(attach_to) if attach_to else start(self.settings)
             self.tally.phases.merge(self._running.phases)
         return self._running
 
@@ -254,7 +258,7 @@ class UnmockedSession(Closeable):
                     else:
                         self.tally.kept[kept] = test_name
                 else:
-                    with self.tally.phases.measure("reset"):
+                    with self.tally.phases.measure("release"):
                         appeared = fresh.release(database)
             self._warn_of_cluster_objects(appeared, test_name)
             self._ended_sessions.tell(test_name)

@@ -41,7 +41,8 @@ OPTIONS: tuple[tuple[str, str, str], ...] = (
     (
         "unmocked_pg_version",
         "UNMOCKED_PG_VERSION",
-        "Major PostgreSQL version the local provider must use (default: the newest found).",
+        "Major PostgreSQL version the server must be: embedded, local or by URL (default: the "
+        "embedded wheel, else the newest found).",
     ),
     (
         "unmocked_server_settings",
@@ -79,6 +80,12 @@ OPTIONS: tuple[tuple[str, str, str], ...] = (
         "Seconds a template build (the migrations) may take before it is cancelled, and a run "
         "waits for another run's build (default 600; 0 for no limit).",
     ),
+    (
+        "unmocked_django",
+        "UNMOCKED_DJANGO",
+        "auto (default): with pytest-django, Django's test databases are clones of unmocked's "
+        "template; off: pytest-django sets them up as it does without unmocked.",
+    ),
 )
 
 # Ten minutes: far beyond the migrations of any test schema seen (seconds, a minute for large
@@ -87,6 +94,7 @@ OPTIONS: tuple[tuple[str, str, str], ...] = (
 DEFAULT_BUILD_TIMEOUT = 600.0
 
 ENV_DATABASE_MODES = ("shared", "per-worker")
+DJANGO_MODES = ("auto", "off")
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("", "0", "false", "no", "off")
 
@@ -123,6 +131,8 @@ class Settings:
     """``shared`` or ``per-worker``: the database exported to pytest-xdist workers."""
     build_timeout: float = DEFAULT_BUILD_TIMEOUT
     """Seconds a template build may take (and a run wait for another's); 0 for no limit."""
+    django: str = "auto"
+    """``auto``: serve pytest-django's databases (see :mod:`unmocked.plugin.django`); ``off``."""
     cache_dir: Path = field(default_factory=lambda: default_cache_dir(os.environ))
     root_dir: Path = field(default_factory=Path.cwd)
 
@@ -145,6 +155,11 @@ class Settings:
             raise ConfigurationError(
                 f"unmocked_env_database = {self.env_database!r}: use shared (one database for "
                 "every xdist worker) or per-worker (a database of each worker's own)."
+            )
+        if self.django not in DJANGO_MODES:
+            raise ConfigurationError(
+                f"unmocked_django = {self.django!r}: use auto (unmocked serves pytest-django's "
+                "databases) or off (pytest-django sets them up as without unmocked)."
             )
 
     @classmethod
@@ -208,6 +223,7 @@ class Settings:
             env=parse_env_templates(pick("unmocked_env", "UNMOCKED_ENV")),
             env_database=pick("unmocked_env_database", "UNMOCKED_ENV_DATABASE") or "shared",
             build_timeout=build_timeout,
+            django=pick("unmocked_django", "UNMOCKED_DJANGO").lower() or "auto",
             cache_dir=default_cache_dir(env),
             root_dir=root_dir,
         )

@@ -1,6 +1,6 @@
 """Where a run's database time goes, phase by phase, for ``pytest -v`` and the benchmarks.
 
-Phases are named for what happened (``initdb``, ``start``, ``migrate``, ``clone``, ``reset``...);
+Phases are named for what happened (``initdb``, ``start``, ``migrate``, ``clone``, ``release``...);
 each keeps how often it ran and the seconds it took in total. xdist workers' phases are merged into
 the controller's with the rest of the run's tally (:mod:`unmocked.report`). :func:`measured` is the
 one stopwatch: phases and the tally's database time both use it.

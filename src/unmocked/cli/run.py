@@ -17,7 +17,9 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
         help="run a command with a fresh database in DATABASE_URL and the PG* variables",
         description="Find or start a server as the pytest plugin does, clone a migrated "
         "database, export it to COMMAND as DATABASE_URL, PGHOST, PGPORT, PGUSER, PGPASSWORD and "
-        "PGDATABASE (plus --env templates), run COMMAND and pass its exit status through. "
+        "PGDATABASE (plus --env templates; a variable that would be empty, such as PGPASSWORD for "
+        "a server whose URL has no password, is left out), run COMMAND and pass its exit status "
+        "through. "
         "Settings come from pyproject.toml ([tool.pytest.ini_options] unmocked_* keys and "
         "[tool.unmocked]) or pytest.ini, and UNMOCKED_* variables.",
     )

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 
 from unmocked.export.database import ExportedDatabase
-from unmocked.export.variables import environ_with
+from unmocked.export.variables import environ_with, server_from_environment, server_variables
 from unmocked.processes import die_with_parent
 from unmocked.session import UnmockedSession
 from unmocked.settings import Settings
@@ -28,7 +28,9 @@ def run_command(
     settings: Settings, command: Sequence[str], templates: Sequence[tuple[str, str]]
 ) -> int:
     """Export a fresh database to ``command``, run it, clean up; return its exit status."""
-    with UnmockedSession(settings) as session:
+    # Inside another `unmocked run`: its server, as what it is.
+    inherited = server_from_environment(settings, os.environ)
+    with UnmockedSession(settings, attach_to=inherited) as session:
         export = ExportedDatabase(session, [*settings.env, *templates])
         try:
             names = ", ".join(sorted(export.variables))
@@ -36,9 +38,11 @@ def run_command(
                 f"unmocked run: {session.server.describe()}, database {export.database} in {names}",
                 file=sys.stderr,
             )
+            if export.left_out:
+                print(f"unmocked run: {export.left_out}", file=sys.stderr)
             # unmocked inside the command (its pytest plugin, a nested export) uses this server
             # too, instead of starting a second one.
-            server = {"UNMOCKED_DATABASE_URL": session.server.url}
+            server = server_variables(session.server)
             status = supervise(command, environ_with(os.environ, {**server, **export.variables}))
         finally:
             export.close()

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from unmocked import cluster_objects
 from unmocked.export import leftovers
-from unmocked.export.variables import database_variables
+from unmocked.export.variables import database_variables, empty_templates
 from unmocked.resources import Closeable
 from unmocked.session import UnmockedSession
 
@@ -36,6 +36,14 @@ class ExportedDatabase(Closeable):
         self._before = cluster_objects.snapshot(admin) if watch_leftovers else None
         self.database: str | None = session.clone_database("env")
         self.variables = database_variables(session.server.url, self.database, templates)
+        left_out = empty_templates(session.server.url, self.database, templates)
+        self.left_out = (
+            "not exported, empty on this server (its URL carries no password): "
+            + ", ".join(left_out)
+            if left_out
+            else None
+        )
+        """The line naming the templates left out because they are empty here, if any."""
         self.notes: list[str] = []
         """What people should know after the export ended, one line each."""
 

@@ -6,20 +6,33 @@ every table and re-creates content types and permissions. unmocked instead clone
 the template named by the migrations' fingerprint, once per process for the rollback (``TestCase``)
 tests, and once per transactional test, which is dropped afterwards instead of flushed.
 
-Only the ``default`` alias (and aliases that are its ``TEST["MIRROR"]``) is served this way; any
-other alias is left to Django's own test-database set-up. Django is imported inside functions.
+Served this way are ``default`` and the aliases that share its database (:func:`served_aliases`);
+any other alias is left to Django's own test-database set-up. Django runs on the driver its backend
+picked (psycopg 3 whenever importable); :func:`use_psycopg2` keeps it on psycopg2, and
+:func:`driver_note` says when unmocked's own dependency made the choice. Django is imported inside
+functions.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterator
+import functools
+import importlib
+import importlib.metadata
+import importlib.util
+import re
+import sys
+from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
+from unmocked.errors import ConfigurationError
 from unmocked.migrations.django import connected_to
 from unmocked.session import UnmockedSession
 
 SERVED_ALIAS = "default"
+
+# The distributions of psycopg 3 itself, and ours: what is left requiring psycopg is the project's.
+_PSYCOPG_ITSELF = frozenset({"psycopg", "psycopg-binary", "psycopg-c", "psycopg-pool", "unmocked"})
 
 
 def serves_django() -> bool:
@@ -36,24 +49,136 @@ def serves_django() -> bool:
     return bool(connections[SERVED_ALIAS].vendor == "postgresql")
 
 
+@functools.cache
 def served_aliases() -> tuple[str, ...]:
-    """``default`` and the aliases that mirror it in tests (replicas): they share its database."""
+    """``default``, the aliases that share its database, and the aliases that mirror any of them.
+
+    Aliases share a database by Django's test runner's own rule: the same ``test_db_signature()``
+    (host, port, engine and test database name; their ``OPTIONS``, a ``search_path`` for example,
+    may differ), so Django would make them one test database too. ``TEST["MIRROR"]`` follows its
+    primary. Read once per process, before unmocked points any alias at a database of its own.
+    """
     from django.db import connections
 
-    mirrors = [
+    def signature(alias: str) -> object:
+        return connections[alias].creation.test_db_signature()
+
+    def mirrored(alias: str) -> object:
+        return connections[alias].settings_dict.get("TEST", {}).get("MIRROR")
+
+    primary = signature(SERVED_ALIAS)
+    sharing = [
         alias
         for alias in connections
-        if connections[alias].settings_dict.get("TEST", {}).get("MIRROR") == SERVED_ALIAS
+        if alias == SERVED_ALIAS or (not mirrored(alias) and signature(alias) == primary)
     ]
-    return (SERVED_ALIAS, *mirrors)
+    mirrors = [alias for alias in connections if mirrored(alias) in sharing]
+    return (*sharing, *mirrors)
 
 
-def uses_served_database(databases: Any) -> bool:
-    """Whether a test whose ``TestCase.databases`` is ``databases`` uses ``default``.
+def aliases_named(databases: Any) -> tuple[str, ...]:
+    """The aliases a ``TestCase.databases`` value (or the ``django_db`` marker's) names.
 
     None is Django's default (``default`` only); ``"__all__"`` is every alias.
     """
-    return databases is None or databases == "__all__" or SERVED_ALIAS in databases
+    from django.db import connections
+
+    if databases is None:
+        return (SERVED_ALIAS,)
+    if databases == "__all__":
+        return tuple(connections)
+    return tuple(databases)
+
+
+def uses_served_database(databases: Any) -> bool:
+    """Whether a test whose ``TestCase.databases`` is ``databases`` uses a served alias."""
+    return bool(set(aliases_named(databases)) & set(served_aliases()))
+
+
+def driver_note() -> str | None:
+    """A line for the run's header when Django runs on psycopg 3 only because of unmocked.
+
+    Django's PostgreSQL backend imports psycopg 3 when it can and psycopg2 only otherwise; it has
+    no setting to choose. unmocked requires psycopg 3, so a project that installed psycopg2 (and
+    nothing else that requires psycopg 3) silently changes driver under unmocked. None when
+    Django runs on psycopg2, psycopg2 is not installed, or another distribution requires psycopg.
+    """
+    from django.db import connections
+
+    if connections[SERVED_ALIAS].Database.__name__ != "psycopg":
+        return None
+    if importlib.util.find_spec("psycopg2") is None:
+        return None
+    if requirers_of_psycopg(importlib.metadata.distributions()):
+        return None
+    return (
+        "unmocked: Django runs on psycopg 3 here, not on the psycopg2 this project installed: "
+        "Django takes psycopg 3 whenever it can import it, and only unmocked requires it. To keep "
+        "psycopg2, call unmocked.integrations.django.use_psycopg2() at the top of the settings "
+        "your tests use (see 'Drivers' in unmocked's docs/django.md)."
+    )
+
+
+def requirers_of_psycopg(distributions: Iterable[importlib.metadata.Distribution]) -> list[str]:
+    """The names of ``distributions`` that require psycopg 3, besides psycopg's own and unmocked.
+
+    A requirement only under an extra (``django[psycopg]``) is not counted: installing the
+    distribution does not install psycopg for it.
+    """
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    found = []
+    for distribution in distributions:
+        name = _normalized(distribution.metadata["Name"] or "")
+        if name in _PSYCOPG_ITSELF:
+            continue
+        for text in distribution.requires or ():
+            try:
+                requirement = Requirement(text)
+            except InvalidRequirement:
+                continue
+            if _normalized(requirement.name) == "psycopg" and (
+                requirement.marker is None or requirement.marker.evaluate({"extra": ""})
+            ):
+                found.append(name)
+                break
+    return sorted(set(found))
+
+
+def _normalized(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def use_psycopg2() -> None:
+    """Run Django's PostgreSQL backend on psycopg2, as it does without unmocked installed.
+
+    Django imports its driver once, with its backend: psycopg 3 if it can, else psycopg2. The
+    backend is imported here with psycopg 3 hidden for that moment, so it binds to psycopg2 for
+    the whole process, while unmocked's own connections keep psycopg 3. Call it before anything
+    imports Django's database backend: at the top of the settings module the tests use.
+    """
+    backend = sys.modules.get("django.db.backends.postgresql.base")
+    if backend is not None:
+        if backend.Database.__name__ == "psycopg2":
+            return
+        raise ConfigurationError(
+            "use_psycopg2() came too late: Django's PostgreSQL backend was already imported, and "
+            "took psycopg 3. Call it at the top of the settings module your tests use "
+            "(DJANGO_SETTINGS_MODULE), before anything imports django.db."
+        )
+    if importlib.util.find_spec("psycopg2") is None:
+        raise ConfigurationError(
+            "use_psycopg2(): psycopg2 is not installed. Install it (pip install psycopg2-binary, "
+            "or psycopg2), or remove the call to let Django use psycopg 3."
+        )
+    psycopg = sys.modules.pop("psycopg", None)
+    sys.modules["psycopg"] = None  # type: ignore[assignment]  # import psycopg now fails
+    try:
+        importlib.import_module("django.db.backends.postgresql.base")
+    finally:
+        del sys.modules["psycopg"]
+        if psycopg is not None:
+            sys.modules["psycopg"] = psycopg
 
 
 @contextmanager

@@ -2,13 +2,18 @@
 
 Each source gives :meth:`MigrationSource.fingerprint` (a digest of its inputs, so a changed input is
 a new template name and never a stale cache hit) and :meth:`MigrationSource.apply` (run it against
-an empty database). :func:`load` turns the ``unmocked_migrations`` setting into a source.
+an empty database). :func:`load` turns the ``unmocked_migrations`` setting into a source, and
+:func:`extensions_needed` reads, from the same setting, which extensions the build will create.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
+import re
+import sys
+from importlib.machinery import PathFinder
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -48,6 +53,9 @@ class NoMigrations:
     def apply(self, url: str) -> None:
         """Nothing to build."""
 
+    def extensions_created(self) -> list[str]:
+        return []
+
 
 def shown_path(path: Path, base: Path) -> str:
     """``path`` as a person would write it: relative to ``base`` when it lies inside."""
@@ -58,6 +66,100 @@ def postgres_message(error: psycopg.Error) -> str:
     """PostgreSQL's primary message, without psycopg's LINE/caret decoration."""
     primary = error.diag.message_primary
     return primary if primary else str(error).splitlines()[0]
+
+
+# CREATE EXTENSION [IF NOT EXISTS] name | "name", also inside a Python string (\"name\"); a name
+# made at run time ("{name}", %s) is left out, as nothing here can say what it will be.
+_CREATE_EXTENSION = re.compile(
+    r"\bCREATE\s+EXTENSION\s+(?:IF\s+NOT\s+EXISTS\s+)?"
+    r'(?:\\?"([A-Za-z0-9_.-]+)\\?"|(?!IF\s+NOT\b)([A-Za-z_][A-Za-z0-9_]*)\b(?![{%]))',
+    re.IGNORECASE,
+)
+# Django's operations that create an extension (django.contrib.postgres, pgvector's).
+_DJANGO_OPERATION = re.compile(
+    r'\bCreateExtension\(\s*(?:name\s*=\s*)?["\']([A-Za-z0-9_.-]+)["\']'
+    r"|\b(HStore|Trigram|CIText|BtreeGist|BtreeGin|Crypto|Unaccent|Bloom|Vector)Extension\(\s*\)"
+)
+_DJANGO_EXTENSIONS = {
+    "HStore": "hstore",
+    "Trigram": "pg_trgm",
+    "CIText": "citext",
+    "BtreeGist": "btree_gist",
+    "BtreeGin": "btree_gin",
+    "Crypto": "pgcrypto",
+    "Unaccent": "unaccent",
+    "Bloom": "bloom",
+    "Vector": "vector",
+}
+# SQL comments, and Python's on lines of their own: a commented-out statement creates nothing.
+_COMMENTS = re.compile(r"/\*.*?\*/|--[^\n]*|^[ \t]*#[^\n]*", re.DOTALL | re.MULTILINE)
+
+
+def created_extensions(text: str) -> list[str]:
+    """The extensions ``text`` (SQL, or Python holding SQL or Django operations) creates, in order.
+
+    Unquoted names are folded to lower case, as PostgreSQL does; quoted ones are kept as written.
+    """
+    text = _COMMENTS.sub(" ", text)
+    found: list[tuple[int, str]] = []
+    for match in _CREATE_EXTENSION.finditer(text):
+        quoted, bare = match.groups()
+        found.append((match.start(), quoted or bare.lower()))
+    for match in _DJANGO_OPERATION.finditer(text):
+        named, operation = match.groups()
+        found.append((match.start(), named or _DJANGO_EXTENSIONS[operation]))
+    return list(dict.fromkeys(name for _, name in sorted(found)))
+
+
+def extensions_needed(settings: Settings) -> list[str]:
+    """The extensions a template built from the settings creates: ``unmocked_extensions``, then
+    those the files of ``unmocked_migrations`` create, in order.
+
+    Read from the files, never by running or importing them: :func:`unmocked.servers.start` asks
+    at every start, before it picks the binaries. Django's migrations, chosen later by the
+    plugin, are not read here.
+    """
+    return list(dict.fromkeys([*settings.extensions, *_created_by(settings)]))
+
+
+def _created_by(settings: Settings) -> list[str]:
+    spec, root_dir = settings.migrations.strip(), settings.root_dir
+    try:
+        if not spec:
+            return []
+        if spec.startswith("alembic:"):
+            from unmocked.migrations.alembic import PREFIX, AlembicMigrations
+
+            config_file = (root_dir / spec[len(PREFIX) :].strip()).resolve()
+            if not config_file.is_file() or importlib.util.find_spec("alembic") is None:
+                return []
+            return AlembicMigrations(config_file, root_dir).extensions_created()
+        path = (root_dir / spec).resolve()
+        if path.is_dir():
+            from unmocked.migrations.sql_files import SqlFiles
+
+            return SqlFiles(path, root_dir).extensions_created()
+        module_file = _module_file(spec.partition(":")[0], root_dir) if ":" in spec else None
+        return created_extensions(module_file.read_text(errors="replace")) if module_file else []
+    except Exception:
+        # A source that cannot be read now is the build's to report, with its file and line; a
+        # guess at the server must never fail the run first.
+        return []
+
+
+def _module_file(module_name: str, root_dir: Path) -> Path | None:
+    """The ``.py`` file of ``module_name`` (with ``root_dir`` first on the path), found without
+    importing it or its packages: a callable's module, whose text holds its SQL."""
+    search = [str(root_dir), *sys.path]
+    spec = None
+    parts = module_name.split(".")
+    for length in range(1, len(parts) + 1):
+        spec = PathFinder.find_spec(".".join(parts[:length]), search)
+        if spec is None:
+            return None
+        search = list(spec.submodule_search_locations or [])
+    origin = spec.origin if spec is not None else None
+    return Path(origin) if origin and origin.endswith(".py") else None
 
 
 def digest(*parts: bytes) -> str:
@@ -101,14 +203,13 @@ def load(spec: str, root_dir: Path) -> MigrationSource:
 
 def from_settings(settings: Settings, chosen: MigrationSource | None = None) -> MigrationSource:
     """What builds the template: ``chosen`` (a framework's own migrations) or the
-    ``unmocked_migrations`` setting, after the ``unmocked_extensions`` are created.
+    ``unmocked_migrations`` setting, after the ``unmocked_extensions`` are created; an extension
+    the server does not have is explained, whichever source creates it (see
+    :class:`~unmocked.migrations.extensions.WithExtensions`).
 
-    Without extensions the source is returned as it is, so its fingerprint (and cached templates)
-    stay what they were.
+    Without extensions the fingerprint is the source's own, so cached templates stay valid.
     """
     source = chosen or load(settings.migrations, settings.root_dir)
-    if not settings.extensions:
-        return source
     from unmocked.migrations.extensions import WithExtensions
 
-    return WithExtensions(settings.extensions, source)
+    return WithExtensions(settings.extensions, source, settings)

@@ -19,6 +19,7 @@ revision is a new template and never a stale one.
 from __future__ import annotations
 
 import asyncio
+import configparser
 import importlib.util
 import io
 import logging
@@ -34,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 
 from unmocked.errors import ConfigurationError, MigrationError
-from unmocked.migrations import digest, postgres_message, shown_path
+from unmocked.migrations import created_extensions, digest, postgres_message, shown_path
 from unmocked.resources import Closeable
 from unmocked.urls import redact, with_driver
 
@@ -86,6 +87,23 @@ class AlembicMigrations:
             raise ConfigurationError(
                 f"{self.describe()}: {_reason(error)}. Fix the Alembic configuration."
             ) from None
+
+    def extensions_created(self) -> list[str]:
+        """The extensions the revisions (and files beside them) create, in order: read from the
+        ``.py`` and ``.sql`` files, not by running them.
+
+        A plain ``alembic.ini`` is read as text, since importing Alembic costs most of a second
+        and this runs at every start; other configurations are read by Alembic itself.
+        """
+        folder = _script_folder(self.config_file)
+        if folder is not None:
+            found = [path for path in folder.rglob("*") if "__pycache__" not in path.parts]
+        else:
+            with AlembicCommands(self.config_file, None, self.root_dir) as alembic:
+                found = alembic._files()
+        files = sorted(path for path in found if path.suffix in (".py", ".sql") and path.is_file())
+        texts = (path.read_bytes().decode("utf-8", errors="replace") for path in files)
+        return list(dict.fromkeys(name for text in texts for name in created_extensions(text)))
 
     def apply(self, url: str) -> None:
         with AlembicCommands(self.config_file, url, self.root_dir) as alembic:
@@ -318,6 +336,31 @@ class AlembicCommands(Closeable):
         if self._engine is not None:
             self._engine.dispose()
             self._engine = None
+
+
+def _script_folder(config_file: Path) -> Path | None:
+    """The script folder an ``alembic.ini`` names, read as text; None when finding it takes
+    Alembic (a ``pyproject.toml`` configuration, ``version_locations``, a package resource or
+    an interpolation in ``script_location``)."""
+    pyproject = config_file.with_name("pyproject.toml")
+    try:
+        # Read as text: the [tool.alembic] table is looked up through Alembic, which is the cost.
+        in_pyproject = pyproject.is_file() and "[tool.alembic" in pyproject.read_text()
+    except (OSError, UnicodeDecodeError):
+        return None
+    if config_file.suffix == ".toml" or in_pyproject:
+        return None
+    parser = configparser.RawConfigParser()
+    try:
+        parser.read(config_file)
+        location = parser.get("alembic", "script_location").strip()
+    except (configparser.Error, OSError):
+        return None
+    if parser.has_option("alembic", "version_locations") or "%" in location or ":" in location:
+        return None
+    # Relative to the config file's folder, where unmocked runs Alembic's commands from.
+    folder = (config_file.parent / location).resolve()
+    return folder if folder.is_dir() else None
 
 
 def _config_files(config_file: Path) -> tuple[str | None, str | None]:

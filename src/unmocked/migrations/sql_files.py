@@ -24,7 +24,7 @@ from pathlib import Path
 import psycopg
 
 from unmocked.errors import ConfigurationError, MigrationError, UnmockedWarning
-from unmocked.migrations import digest, postgres_message, shown_path
+from unmocked.migrations import created_extensions, digest, postgres_message, shown_path
 from unmocked.migrations.sql_statements import code_start, line_of_offset, split_statements
 
 
@@ -105,6 +105,11 @@ class SqlFiles:
         for path in self.files():
             parts += [path.name.encode(), path.read_bytes()]
         return digest(b"sql-files", *parts)
+
+    def extensions_created(self) -> list[str]:
+        """The extensions the files' ``CREATE EXTENSION`` statements create, in order."""
+        texts = (path.read_bytes().decode("utf-8", errors="replace") for path in self.files())
+        return list(dict.fromkeys(name for text in texts for name in created_extensions(text)))
 
     def apply(self, url: str) -> None:
         with psycopg.connect(url, autocommit=True) as conn:

@@ -3,8 +3,9 @@
 Wiring only; everything it does can be done from plain Python with the library. Its modules:
 
 - here: the ``--unmocked-*`` options and ini keys, one :class:`UnmockedSession` per process
-  (made in ``pytest_configure``), and xdist: the controller starts the server and hands it to the
-  workers, which hand their tallies back;
+  (made in ``pytest_configure``), and xdist: once the workers' collection shows a test that
+  asks for a database, the controller starts the server and hands it to them
+  (:mod:`~unmocked.plugin._handover`), and they hand their tallies back;
 - :mod:`~unmocked.plugin.fixtures`: ``pg_server``, ``pg``, ``sa_engine``, ``sa_session``,
   ``pg_url``;
 - :mod:`~unmocked.plugin.async_fixtures`: ``apg``, ``sa_async_session`` and the SQLModel twins;
@@ -26,12 +27,14 @@ from typing import Any
 import pytest
 
 from unmocked.errors import UnmockedError
+from unmocked.export.variables import server_from_environment
+from unmocked.plugin._handover import Handover
 from unmocked.plugin._shared import (
     SESSION_KEY,
+    asks_for_a_database,
     reported_as_failures,
-    server_from_json,
-    server_to_json,
 )
+from unmocked.plugin.report import say_header
 from unmocked.report import Tally
 from unmocked.session import UnmockedSession
 from unmocked.settings import OPTIONS, Settings
@@ -47,8 +50,9 @@ pytest_plugins = [
     "unmocked.plugin.async_fixtures",
 ]
 
-WORKER_INPUT_KEY = "unmocked_server"
+WORKER_INPUT_KEY = "unmocked_handover"
 WORKER_OUTPUT_KEY = "unmocked_tally"
+HANDOVER_KEY = pytest.StashKey[Handover]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -70,18 +74,34 @@ def pytest_configure(config: pytest.Config) -> None:
     except UnmockedError as error:
         raise pytest.UsageError(str(error)) from None
     worker_input = getattr(config, "workerinput", {})
-    attach_to = (
-        server_from_json(worker_input[WORKER_INPUT_KEY])
-        if WORKER_INPUT_KEY in worker_input
-        else None
-    )
+    if WORKER_INPUT_KEY in worker_input:
+        handover = config.stash[HANDOVER_KEY] = Handover(Path(worker_input[WORKER_INPUT_KEY]))
+        config.stash[SESSION_KEY] = UnmockedSession(settings, attach_to=handover.server)
+        return
+    # Inside `unmocked run`: its server, as what it is rather than as a bare URL.
+    attach_to = server_from_environment(settings, os.environ)
     config.stash[SESSION_KEY] = UnmockedSession(settings, attach_to=attach_to)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     session = config.stash.get(SESSION_KEY, None)
-    if session is not None:
-        session.close()
+    try:
+        if session is not None:
+            session.close()
+    finally:
+        handover = config.stash.get(HANDOVER_KEY, None)
+        if handover is not None:
+            handover.close()
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook tells the controller
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """xdist worker: ask the controller for the server if a collected test needs a database."""
+    handover = session.config.stash.get(HANDOVER_KEY, None)
+    if handover is None or session.config.option.collectonly:
+        return
+    if any(asks_for_a_database(item) for item in session.items):
+        handover.want()
 
 
 @pytest.hookimpl(wrapper=True)
@@ -99,13 +119,35 @@ def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node: Any) -> None:
-    """xdist controller: start the server once and hand it to every worker."""
-    session = node.config.stash[SESSION_KEY]
+    """xdist controller: name the hand-over folder to each worker; nothing starts yet."""
+    config: pytest.Config = node.config
+    handover = config.stash.get(HANDOVER_KEY, None)
+    if handover is None:
+        handover = config.stash[HANDOVER_KEY] = Handover.made()
+        session = config.stash[SESSION_KEY]
+        if session.started:  # the exported database's (plugin.env): the workers share it
+            handover.give(session.server)
+    node.workerinput[WORKER_INPUT_KEY] = str(handover.folder)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node: Any, ids: list[str]) -> None:
+    """xdist controller, before any test is handed out: start the server once if a worker's
+    collection asked for it, and hand it over, or why it could not start."""
+    config: pytest.Config = node.config
+    handover = config.stash.get(HANDOVER_KEY, None)
+    if handover is None or handover.answered or not handover.wanted:
+        return
+    session = config.stash[SESSION_KEY]
     try:
-        server = session.server
+        # The template is left to the workers: building it here would import the migrations
+        # (a project's models) in a process that collected nothing.
+        header = session.ready(template=False)
     except UnmockedError as error:
-        raise pytest.UsageError(str(error)) from None
-    node.workerinput[WORKER_INPUT_KEY] = server_to_json(server)
+        handover.refuse(str(error))  # each test that needs a database fails with it
+        return
+    handover.give(session.server)
+    say_header(config, header)
 
 
 @pytest.hookimpl(optionalhook=True)

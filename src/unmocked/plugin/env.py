@@ -21,8 +21,13 @@ import pytest
 
 from unmocked.errors import UnmockedError
 from unmocked.export import ExportedDatabase
-from unmocked.export.variables import OVERRIDING
-from unmocked.plugin._shared import SESSION_KEY, server_from_json, server_to_json
+from unmocked.export.variables import (
+    OVERRIDING,
+    server_from_environment,
+    server_from_json,
+    server_to_json,
+)
+from unmocked.plugin._shared import SESSION_KEY
 from unmocked.session import UnmockedSession
 from unmocked.settings import OPTIONS, Settings
 
@@ -63,7 +68,11 @@ def _export(config: pytest.Config) -> ExportedDatabase | None:
     controllers_server = os.environ.get(SERVER_VARIABLE) if worker else None
     if controllers_server is not None and settings.env_database == "shared":
         return None  # the controller's variables, inherited
-    attach_to = server_from_json(controllers_server) if controllers_server else None
+    attach_to = (
+        server_from_json(controllers_server)
+        if controllers_server
+        else server_from_environment(settings, os.environ)  # inside `unmocked run`
+    )
     session = UnmockedSession(settings, attach_to=attach_to)
     try:
         # Only the controller watches for databases the suite creates: it outlives the workers.
@@ -83,7 +92,9 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     export = config.stash.get(EXPORT_KEY, None)
-    for note in export.notes if export is not None else ():
+    if export is None:
+        return
+    for note in [export.left_out, *export.notes] if export.left_out else export.notes:
         terminalreporter.write_line(f"unmocked: {note}")
 
 

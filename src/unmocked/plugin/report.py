@@ -1,13 +1,18 @@
 """When the run prints its lines: the header before the first test, the summary at the end.
 
+Both only when a test asked for unmocked's databases: a suite that never does sees no line of
+unmocked's.
+
 The header comes once the server and template are ready, before the first test: the run prepares
-them as soon as collection shows a test that uses unmocked, so a run that needs no database starts
+them as soon as collection shows a test that asks for a database (see
+:func:`~unmocked.plugin._shared.asks_for_a_database`), so a run that needs no database starts
 none, and the first test does not carry the start-up's time. A slow build (or a wait for another
 run's) says how it goes before that, through the terminal reporter, also when a fixture builds
-the template while pytest captures the test's output. Under pytest-xdist the controller
-starts the server before the workers exist (it must hand it to them), so its header names the
-server only; the summary line names the template the workers used. The lines themselves are
-written by :mod:`unmocked.report`.
+the template while pytest captures the test's output. Under pytest-xdist the controller starts
+the server once the workers' collection asks for it (:mod:`unmocked.plugin._handover`), and the
+workers build the template, so its header names the server only; the summary line names the
+template the workers used. The summary is printed when something was used (see
+:func:`unmocked.report.summary`). The lines themselves are written by :mod:`unmocked.report`.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import pytest
 
 from unmocked.build_watch import progress_lines_to
 from unmocked.errors import UnmockedError
-from unmocked.plugin._shared import SESSION_KEY
+from unmocked.plugin._shared import SESSION_KEY, asks_for_a_database
 from unmocked.session import UnmockedSession
 
 HEADER_KEY = pytest.StashKey[str]()
@@ -55,10 +60,16 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 @pytest.hookimpl(tryfirst=True)  # before the terminal reporter asks for the header, below
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Prepare the server and template now if a collected test will use them."""
+    """Prepare the server and template now if a collected test will ask for a database."""
     config = session.config
     unmocked = config.stash.get(SESSION_KEY, None)
-    if unmocked is None or config.option.collectonly or not _uses_unmocked(session.items):
+    if (
+        unmocked is None
+        or config.option.collectonly
+        # An xdist worker: the controller starts the server only after this (plugin.__init__).
+        or hasattr(config, "workerinput")
+        or not any(asks_for_a_database(item) for item in session.items)
+    ):
         return
     try:
         config.stash[HEADER_KEY] = unmocked.ready(template=not _migrations_chosen_later(config))
@@ -73,33 +84,21 @@ def pytest_report_collectionfinish(
     return [header] if header else []
 
 
-@pytest.hookimpl(optionalhook=True, tryfirst=True)  # before plugin.py's hook hands it on
-def pytest_configure_node(node: Any) -> None:
-    """xdist controller: start the server for the workers, and say so once."""
-    config: pytest.Config = node.config
-    if HEADER_KEY in config.stash:
-        return
-    try:
-        config.stash[HEADER_KEY] = config.stash[SESSION_KEY].ready(template=False)
-    except UnmockedError as error:
-        raise pytest.UsageError(str(error)) from None
+def say_header(config: pytest.Config, header: str) -> None:
+    """xdist controller: say the header once it started the server for the workers."""
+    config.stash[HEADER_KEY] = header
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
-        reporter.write_line(config.stash[HEADER_KEY])
+        reporter.write_line(header)
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
-    """The one summary line; with -v, where the database time went."""
+    """The summary line, when something was used; with -v, where the database time went."""
     session = config.stash.get(SESSION_KEY, None)
     if session is None or not session.started:
         return
     for line in session.summary(verbose=config.getoption("verbose") > 0):
         terminalreporter.write_line(line)
-
-
-def _uses_unmocked(items: Sequence[pytest.Item]) -> bool:
-    # Every fixture of unmocked's asks for unmocked_session, so it is in the test's closure.
-    return any("unmocked_session" in getattr(item, "fixturenames", ()) for item in items)
 
 
 def _migrations_chosen_later(config: pytest.Config) -> bool:

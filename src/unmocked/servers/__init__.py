@@ -2,13 +2,14 @@
 
 :func:`start` walks the provider chain the settings ask for and returns a :class:`RunningServer`,
 which owns whatever it started and stops it on :meth:`RunningServer.close`. Nothing here knows about
-migrations, templates or pytest.
+templates or pytest, and of the migrations only which extensions their files create, so that
+``auto`` starts binaries that have them.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,9 @@ class Server:
     detached: bool = False
     """True for the server ``unmocked up`` started: it outlives runs; only ``unmocked down`` stops
     it."""
+    reason: str | None = None
+    """Why the run uses this server and not the one it would by default, in one line for the
+    run's header: ``uuid-ossp is not in the embedded PostgreSQL 18: using the machine's ...``."""
 
     def __post_init__(self) -> None:
         # A DatabaseURL's repr hides the password: pytest prints pg_server.url for a failed test.
@@ -122,12 +126,13 @@ def start(settings: Settings) -> RunningServer:
 
     The order is ``UNMOCKED_DATABASE_URL``, the server ``unmocked up`` started (when it fits the
     settings), the embedded wheel, the machine's binaries. Raises :class:`ServerError` naming every
-    provider tried and why it could not be used.
+    provider tried and why it could not be used, and :class:`ConfigurationError` for a server
+    given by URL that is not of ``unmocked_pg_version``.
     """
     if settings.provider in ("auto", "url") and settings.database_url:
         from unmocked.servers import existing
 
-        return existing.attach(settings.database_url)
+        return existing.attach(settings.database_url, settings.pg_version)
     from unmocked.servers import persistent
 
     return persistent.attach(settings) or start_from_binaries(settings)
@@ -140,6 +145,11 @@ def start_from_binaries(settings: Settings, detached: bool = False) -> RunningSe
     machine's are used when the embedded wheel is another major; with none of that major, the
     error names the versions there are (a project pinning production's major must not quietly
     test on another one).
+
+    Under ``auto``, a run whose extensions (``unmocked_extensions`` and the ``CREATE EXTENSION``
+    statements of its migrations' files) are not all in the embedded wheel starts on the machine's
+    binaries when those have every one, and its :attr:`Server.reason` says so; an explicit
+    ``embedded`` stays, and the migration that needs one fails saying where it is.
 
     ``detached``: the server outlives this process (``unmocked up``) and closing never stops it.
     """
@@ -158,6 +168,12 @@ def start_from_binaries(settings: Settings, detached: bool = False) -> RunningSe
         else:
             version, major = binaries._version_of(bindir)
             if wanted in (None, major):
+                moved = _for_extensions(settings, bindir) if settings.provider == "auto" else None
+                if moved is not None:
+                    machine, reason = moved
+                    running = binaries.start_cluster(machine, "local", settings, detached)
+                    running.server = replace(running.server, reason=reason)
+                    return _in_known_state(running)
                 return _in_known_state(
                     binaries.start_cluster(bindir, "embedded", settings, detached)
                 )
@@ -198,6 +214,21 @@ def start_from_binaries(settings: Settings, detached: bool = False) -> RunningSe
         "unmocked found no PostgreSQL server to use. Tried:\n  - "
         + "\n  - ".join(attempts)
         + "\nInstall one of these, or set UNMOCKED_DATABASE_URL to a server you run."
+    )
+
+
+def _for_extensions(settings: Settings, embedded: Path) -> tuple[Path, str] | None:
+    """The machine's binaries to start instead of the embedded wheel's, for the extensions the
+    run needs, and the line saying so (see :func:`.extensions.better_than_embedded`).
+
+    What the run needs is read from the settings and the migrations' files, never by running
+    them: the one thing a server's choice takes from the migrations.
+    """
+    from unmocked.migrations import extensions_needed
+    from unmocked.servers import extensions
+
+    return extensions.better_than_embedded(
+        extensions_needed(settings), embedded, settings.pg_version
     )
 
 

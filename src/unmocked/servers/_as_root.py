@@ -29,20 +29,27 @@ _SHARED_BINARIES = Path("/var/tmp/unmocked-binaries")
 def service_account() -> Account | None:
     """The account to run PostgreSQL as: None (ourselves) unless we are root.
 
-    As root, use the system account ``unmocked``, creating it if needed, else ``nobody``. Says so
-    once on stderr, because files then belong to an account the person did not choose.
+    As root, use the system account ``unmocked``, creating it if needed, else ``nobody``. Said on
+    stderr when it matters to the person: once per machine, as the account is created (files
+    then belong to an account they did not choose; ``pytest -v`` says it on every run), and on
+    every run that falls back to ``nobody``, an account other services share.
     """
     if os.geteuid() != 0:
         return None
-    entry = _account_entry(_SERVICE_ACCOUNT) or _account_entry("nobody")
+    entry = _account_entry(_SERVICE_ACCOUNT)
     if entry is None:
-        return None  # nowhere to go; PostgreSQL's own "cannot be run as root" will explain
-    print(
-        f"unmocked: running PostgreSQL as user {entry.pw_name!r} "
-        "because PostgreSQL refuses to run as root",
-        file=sys.stderr,
-    )
+        entry = _account_entry("nobody")
+        if entry is None:
+            return None  # nowhere to go; PostgreSQL's own "cannot be run as root" will explain
+        _say(
+            f"running PostgreSQL as user {entry.pw_name!r}, because PostgreSQL refuses to run "
+            f"as root and the user {_SERVICE_ACCOUNT!r} could not be created (useradd)"
+        )
     return Account(entry.pw_name, entry.pw_uid, entry.pw_gid)
+
+
+def _say(line: str) -> None:
+    print(f"unmocked: {line}", file=sys.stderr)
 
 
 def _account_entry(name: str) -> pwd.struct_passwd | None:
@@ -52,15 +59,21 @@ def _account_entry(name: str) -> pwd.struct_passwd | None:
         pass
     if name == _SERVICE_ACCOUNT and shutil.which("useradd"):
         # Another run may create it at the same moment, so a failure is judged by the look-up after.
-        subprocess.run(
+        made = subprocess.run(
             ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
             capture_output=True,
             check=False,
         )
         try:
-            return pwd.getpwnam(name)
+            entry = pwd.getpwnam(name)
         except KeyError:
             return None
+        if made.returncode == 0:
+            _say(
+                f"created the system user {name!r} to run PostgreSQL as, because PostgreSQL "
+                "refuses to run as root; its files belong to that user"
+            )
+        return entry
     return None
 
 

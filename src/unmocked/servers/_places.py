@@ -60,7 +60,15 @@ def cache_folder(cache_dir: Path) -> Path:
     """
     path = cache_dir.expanduser().resolve()
     for folder in path.parents:
-        info = folder.stat()
+        try:
+            info = folder.stat()
+        except FileNotFoundError:
+            continue  # made below, by us
+        except OSError as error:
+            raise NotOurs(
+                f"The cache folder {path} lies in {folder}, which cannot be read "
+                f"({error.strerror}). Point UNMOCKED_CACHE_DIR at a folder in your home."
+            ) from None
         writable_by_others = info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
         if info.st_uid not in (0, os.geteuid()) or (
             writable_by_others and not info.st_mode & stat.S_ISVTX
@@ -71,7 +79,13 @@ def cache_folder(cache_dir: Path) -> Path:
                 "UNMOCKED_CACHE_DIR at a folder in your home."
             )
     if not path.exists():
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as error:
+            raise NotOurs(
+                f"The cache folder {path} cannot be made ({error.strerror}). Point "
+                "UNMOCKED_CACHE_DIR at a folder of your own."
+            ) from None
     info = path.lstat()
     if info.st_uid != os.geteuid():
         raise NotOurs(

@@ -1,16 +1,16 @@
 """A server someone else runs, named by ``UNMOCKED_DATABASE_URL`` (a CI service, a shared server).
 
 unmocked only creates and drops its own databases there; it never stops or tunes that server.
-Attaching checks, once, what every later step needs: the server answers, the role may create
-databases, and its sessions may write (a read-only role or a standby would only fail later, at the
-first ``CREATE DATABASE``).
+Attaching checks, once, what every later step needs: the server answers, is of the major
+``unmocked_pg_version`` pins (when set), the role may create databases, and its sessions may write
+(a read-only role or a standby would only fail later, at the first ``CREATE DATABASE``).
 """
 
 from __future__ import annotations
 
 import psycopg
 
-from unmocked.errors import ServerError
+from unmocked.errors import ConfigurationError, ServerError
 from unmocked.servers import RunningServer, Server
 from unmocked.urls import redact
 
@@ -33,8 +33,9 @@ _READ_ONLY_ELSEWHERE = (
 )
 
 
-def attach(url: str) -> RunningServer:
-    """Check that ``url`` answers, may create databases and may write; describe its server."""
+def attach(url: str, pg_version: int | None = None) -> RunningServer:
+    """Check that ``url`` answers, is of major ``pg_version`` (``unmocked_pg_version``, when
+    set), may create databases and may write; describe its server."""
     try:
         with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
             row = conn.execute(
@@ -54,6 +55,15 @@ def attach(url: str) -> RunningServer:
             f"UNMOCKED_DATABASE_URL ({redact(url)}) does not answer: "
             f"{redact(str(error)).strip()}. Check that the server runs and the URL is right."
         ) from None
+    if pg_version is not None and int(major) != pg_version:
+        raise ConfigurationError(
+            f"unmocked_pg_version = {pg_version}, but UNMOCKED_DATABASE_URL ({redact(url)}) is "
+            f"PostgreSQL {str(version).split()[0]}, so the tests would not run on the version "
+            f"the project pins. Point UNMOCKED_DATABASE_URL at a PostgreSQL {pg_version} "
+            f"server, set unmocked_pg_version = {major} to test on this one, or unset "
+            f"UNMOCKED_DATABASE_URL and unmocked starts a PostgreSQL {pg_version} of its own "
+            "(unmocked_provider = auto)."
+        )
     if standby:
         raise ServerError(
             f"UNMOCKED_DATABASE_URL ({redact(url)}) is a standby server (in recovery, so "
