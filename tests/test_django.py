@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
@@ -561,6 +562,63 @@ def test_aliases_sharing_one_database_share_each_clone_of_it(
         """
     )
     django_project.runpytest_subprocess("-p", "randomly").assert_outcomes(passed=4)
+
+
+# An alias on a database of its own on the running server: Django makes its test_<NAME>.
+OTHER_DATABASE_SETTINGS = """
+DATABASES["other"] = {{
+    "ENGINE": "django.db.backends.postgresql",
+    "NAME": "proj_other",
+    "HOST": {host!r},
+    "PORT": {port!r},
+    "USER": {user!r},
+}}
+
+
+class MigrateDefaultOnly:
+    # The seed migration writes through default: run on "other", it would seed default twice.
+    def allow_migrate(self, db, app_label, **hints):
+        return db == "default"
+
+
+DATABASE_ROUTERS = ["proj.settings.MigrateDefaultOnly"]
+"""
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_djangos_own_test_databases_are_never_taken_for_a_tests_leftovers(
+    django_project: pytest.Pytester, provider: dict[str, str], workers: int
+) -> None:
+    """Django's ``test_<NAME>`` of an alias unmocked does not serve, on the server unmocked uses,
+    appears while the first transactional test runs (in every xdist worker): not that test's
+    doing, so no warning names it."""
+    if "UNMOCKED_DATABASE_URL" not in provider:
+        pytest.skip("the other alias must be on unmocked's server: the one given by URL")
+    parts = urlsplit(provider["UNMOCKED_DATABASE_URL"])
+    (django_project.path / "proj/settings.py").write_text(
+        SETTINGS
+        + OTHER_DATABASE_SETTINGS.format(
+            host=parts.hostname, port=str(parts.port), user=parts.username
+        )
+    )
+    django_project.makepyfile(
+        test_other="""
+        import pytest
+        from django.db import connections
+
+        @pytest.mark.django_db(transaction=True, databases=["default", "other"])
+        @pytest.mark.parametrize("attempt", range(3))
+        def test_transactional(attempt):
+            with connections["other"].cursor() as cursor:
+                cursor.execute("SELECT current_database()")
+                assert cursor.fetchone()[0].startswith("test_proj_other")
+        """
+    )
+    result = django_project.runpytest_subprocess(
+        "-n", str(workers), "-W", "error::unmocked.UnmockedWarning"
+    )
+    result.assert_outcomes(passed=3)
+    assert "appeared on the server" not in result.stdout.str()
 
 
 def test_a_server_killed_during_a_django_test_fails_the_later_tests_in_a_line_each(

@@ -27,7 +27,7 @@ import functools
 import itertools
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
@@ -262,6 +262,14 @@ class UnmockedSession(Closeable):
                         appeared = fresh.release(database)
             self._warn_of_cluster_objects(appeared, test_name)
             self._ended_sessions.tell(test_name)
+
+    def expect_databases(self, beginnings: Collection[str]) -> None:
+        """Databases whose names begin so are made for the run by a framework (Django's
+        ``test_<NAME>`` for aliases unmocked does not serve, in every xdist worker), not by a test:
+        the warning on databases that appear on the server while a test runs leaves them out."""
+        self._fresh.expected_databases = tuple(
+            sorted({*self._fresh.expected_databases, *beginnings})
+        )
 
     def _warn_of_cluster_objects(self, appeared: cluster_objects.Snapshot, test_name: str) -> None:
         objects = appeared.without("setting").described()

@@ -144,6 +144,9 @@ class FreshPool:
         """The databases held (stages in :data:`HELD`), the one released last at the end."""
         self._kept = 0
         self._cluster_objects: cluster_objects.Snapshot | None = None
+        self.expected_databases: tuple[str, ...] = ()
+        """Beginnings of database names a framework makes for the run (see
+        :meth:`unmocked.session.UnmockedSession.expect_databases`), never a test's doing."""
         self._source: str | None = None
         self._source_fingerprint: str | None = None
         self.reset_unavailable = reset.why_reset_is_unavailable(admin)
@@ -351,7 +354,7 @@ class FreshPool:
         last end).
 
         Databases named like ours are left out: other runs and xdist workers make them all the
-        time.
+        time; so are those a framework makes for the run (:attr:`expected_databases`).
         """
         before = self._cluster_objects or cluster_objects.Snapshot(frozenset())
         now = cluster_objects.snapshot(self.admin, self._cluster_objects)
@@ -361,7 +364,10 @@ class FreshPool:
             frozenset(
                 (kind, name)
                 for kind, name in appeared.objects
-                if not (kind == "database" and name.startswith(ownership.PREFIX))
+                if not (
+                    kind == "database"
+                    and name.startswith((ownership.PREFIX, *self.expected_databases))
+                )
             )
         )
 

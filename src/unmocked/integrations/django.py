@@ -196,10 +196,13 @@ def other_test_databases(
     verbosity: int,
     keepdb: bool,
     database_access: Callable[[], AbstractContextManager[object]],
+    made: Callable[[Collection[str]], None],
 ) -> Iterator[None]:
     """Django's own ``test_<NAME>`` databases for ``aliases``, which unmocked does not serve.
 
     ``database_access`` wraps creating and dropping them (pytest-django's blocker), not the tests.
+    ``made`` is told their names, without an xdist worker's ``_gwN`` (every worker makes its own):
+    the warning on databases a test leaves on the server must not name them.
     """
     from django.test.utils import setup_databases, teardown_databases
 
@@ -214,6 +217,12 @@ def other_test_databases(
             serialized_aliases=set(serialized_aliases),
             keepdb=keepdb,
         )
+    made(
+        {
+            re.sub(r"_gw\d+$", "", str(connection.settings_dict["NAME"]))
+            for connection, *_ in old_config
+        }
+    )
     try:
         yield
     finally:

@@ -163,6 +163,7 @@ class DjangoDatabaseFixtures:
                 verbosity=request.config.option.verbose,
                 keepdb=django_db_keepdb and not django_db_createdb,
                 database_access=django_db_blocker.unblock,
+                made=unmocked_session.expect_databases,
             ),
         ):
             yield
