@@ -173,6 +173,17 @@ def test_a_run_without_a_command_says_what_to_write(tmp_path: Path) -> None:
     assert "unmocked run -- pytest" in result.stderr
 
 
+@needs_embedded
+def test_a_per_worker_setting_it_does_not_read_is_said_not_ignored(
+    tmp_path: Path, unmocked_cache: Path
+) -> None:
+    env = {**embedded_env(unmocked_cache), "UNMOCKED_ENV_DATABASE": "per-worker"}
+    result = run_unmocked("run", "--", "true", cwd=tmp_path, env=env)
+
+    assert result.returncode == 0, result.stderr
+    assert "unmocked_env_database = per-worker is for the pytest option" in result.stderr
+
+
 def test_on_a_server_whose_url_has_no_password_nothing_is_exported_empty(tmp_path: Path) -> None:
     if not server_answers(RUNNING_SERVER_URL):
         pytest.skip(f"no running server answers at {RUNNING_SERVER_URL}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from unmocked.errors import ConfigurationError
@@ -41,5 +42,13 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     if not command:
         raise ConfigurationError(
             "unmocked run needs a command to run, for example: unmocked run -- pytest -x"
+        )
+    if settings.env_database == "per-worker":
+        # Read by the pytest option only: said, so that a suite's shared database is no surprise.
+        print(
+            "unmocked run: unmocked_env_database = per-worker is for the pytest option "
+            "(unmocked_export_env); unmocked run exports one database to the whole command. For "
+            "a database per xdist worker, run: UNMOCKED_EXPORT_ENV=true pytest -n 2",
+            file=sys.stderr,
         )
     return run_command(settings, command, parse_env_templates("\n".join(args.env)))
