@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -35,22 +35,45 @@ for _module in (
         importlib.import_module(_module)
 
 
-@pytest.fixture(scope="session", autouse=True)
-def no_templates_left_on_the_running_server() -> Iterator[None]:
+# Templates of ours on the shared server when the run began (see pytest_sessionfinish).
+_TEMPLATES_BEFORE = pytest.StashKey[set[str]]()
+
+
+def _controls(config: pytest.Config) -> bool:
+    """True in the process that runs the whole session: not in one of its xdist workers."""
+    return not hasattr(config, "workerinput")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if _controls(session.config) and server_answers(RUNNING_SERVER_URL):
+        with psycopg.connect(RUNNING_SERVER_URL, autocommit=True) as conn:
+            session.config.stash[_TEMPLATES_BEFORE] = {
+                name for name, _ in ownership.our_databases(conn)
+            }
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
     """Our tests make templates with fingerprints of their own; drop those on the shared server.
 
-    (Clusters the embedded and local providers start live in the session's temporary cache.)
+    Once, after every xdist worker is done: a worker dropping templates while another one clones
+    from them fails its tests. (Clusters the embedded and local providers start live in the
+    session's temporary cache.)
     """
-    if not server_answers(RUNNING_SERVER_URL):
-        yield
+    before = session.config.stash.get(_TEMPLATES_BEFORE, None)
+    if before is None or not server_answers(RUNNING_SERVER_URL):
         return
-    with psycopg.connect(RUNNING_SERVER_URL, autocommit=True) as conn:
-        before = {name for name, _ in ownership.our_databases(conn)}
-    yield
     with psycopg.connect(RUNNING_SERVER_URL, autocommit=True) as conn:
         for name, owner in ownership.our_databases(conn):
             if owner.kind == "template" and name not in before:
                 ownership.drop_database(conn, name)
+
+
+@pytest.fixture(autouse=True)
+def not_an_xdist_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under ``pytest -n 2`` each test runs in a worker, whose xdist variables the users' runs
+    made in the test would inherit, and take themselves for workers of a run of their own."""
+    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
+        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture(scope="session")
