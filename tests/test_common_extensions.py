@@ -11,6 +11,7 @@ machine what it has and skips, with the reason, where its situation cannot be ma
 from __future__ import annotations
 
 import importlib.util
+import sys
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,7 +19,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from helpers import RUNNING_SERVER_URL, server_answers, write_files
+from helpers import RUNNING_SERVER_URL, embedded_env, run_unmocked, server_answers, write_files
 from unmocked import servers
 from unmocked.errors import ConfigurationError, MigrationError
 from unmocked.migrations import extensions_needed
@@ -405,4 +406,29 @@ def test_the_extensions_a_run_needs_are_read_from_its_files_without_running_them
     if importlib.util.find_spec("alembic") is not None:
         assert needed("alembic:alembic.ini") == ["pgcrypto"]
     assert needed("schema_module:build") == ["vector"]
-    assert needed("") == [] and needed("no_such_folder") == []
+    assert needed("no_such_folder") == []
+    if importlib.util.find_spec("alembic") is not None:  # the alembic.ini beside the project
+        assert needed("") == ["pgcrypto"]
+    assert extensions_needed(Settings(root_dir=tmp_path / "sql")) == []
+
+
+def test_unmocked_run_of_a_suite_that_runs_alembic_itself_gets_the_binaries_it_needs(
+    tmp_path: Path, unmocked_cache: Path
+) -> None:
+    """No unmocked_migrations: the suite's own ``alembic upgrade`` creates uuid-ossp (as the
+    FastAPI project template's does), so ``unmocked run`` reads the project's alembic.ini."""
+    local = first_local_with(["uuid-ossp"])
+    embedded = next((i for i in installations() if i.provider == "embedded"), None)
+    if local is None or embedded is None or not embedded.lacks(["uuid-ossp"]):
+        pytest.skip("needs an embedded server without uuid-ossp and local binaries with it")
+    write_files(
+        tmp_path, {"alembic.ini": ALEMBIC_INI, "alembic/versions/0001.py": ALEMBIC_REVISION}
+    )
+    creates = (
+        "import psycopg\n"
+        "psycopg.connect('', autocommit=True).execute('CREATE EXTENSION \"uuid-ossp\"')"
+    )
+    env = {**embedded_env(unmocked_cache), "UNMOCKED_PROVIDER": "auto"}
+    result = run_unmocked("run", "--", sys.executable, "-c", creates, cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "uuid-ossp" in result.stderr and "using the machine's PostgreSQL" in result.stderr

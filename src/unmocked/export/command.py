@@ -38,6 +38,8 @@ def run_command(
                 f"unmocked run: {session.server.describe()}, database {export.database} in {names}",
                 file=sys.stderr,
             )
+            if session.server.reason and inherited is None:
+                print(f"unmocked run: {session.server.reason}", file=sys.stderr)
             if export.left_out:
                 print(f"unmocked run: {export.left_out}", file=sys.stderr)
             # unmocked inside the command (its pytest plugin, a nested export) uses this server

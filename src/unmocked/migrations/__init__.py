@@ -117,13 +117,16 @@ def extensions_needed(settings: Settings) -> list[str]:
 
     Read from the files, never by running or importing them: :func:`unmocked.servers.start` asks
     at every start, before it picks the binaries. Django's migrations, chosen later by the
-    plugin, are not read here.
+    plugin, are not read here. Without ``unmocked_migrations``, an ``alembic.ini`` in the project's
+    folder is read: a suite under ``unmocked run`` often runs Alembic on the database itself.
     """
     return list(dict.fromkeys([*settings.extensions, *_created_by(settings)]))
 
 
 def _created_by(settings: Settings) -> list[str]:
     spec, root_dir = settings.migrations.strip(), settings.root_dir
+    if not spec and (root_dir / "alembic.ini").is_file():
+        spec = "alembic:alembic.ini"
     try:
         if not spec:
             return []
