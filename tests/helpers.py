@@ -188,6 +188,11 @@ def a_role_of_its_own(admin_url: str, role: str, attributes: str) -> Iterator[st
         try:
             yield with_database(admin_url, "postgres").replace("postgres@", f"{role}@", 1)
         finally:
+            # A run that failed may leave a session of the role open: DROP ROLE would wait.
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s",
+                (role,),
+            )
             for name, _owner in ownership.our_databases(admin):
                 row = admin.execute(
                     "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s", (name,)

@@ -16,7 +16,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from helpers import RUNNING_SERVER_URL, server_answers, write_files
+from helpers import RUNNING_SERVER_URL, a_role_of_its_own, server_answers, write_files
 from unmocked.errors import ServerError
 from unmocked.servers import binaries, existing
 
@@ -172,22 +172,16 @@ def read_only_role() -> Iterator[str]:
     if not server_answers(RUNNING_SERVER_URL):
         pytest.skip(f"no running server answers at {RUNNING_SERVER_URL}")
     role = f"unmocked_test_read_only_{secrets.token_hex(4)}"
-    with psycopg.connect(RUNNING_SERVER_URL, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE ROLE {} LOGIN CREATEDB").format(sql.Identifier(role)))
+    with (
+        a_role_of_its_own(RUNNING_SERVER_URL, role, "CREATEDB"),
+        psycopg.connect(RUNNING_SERVER_URL, autocommit=True) as admin,
+    ):
         admin.execute(
             sql.SQL("ALTER ROLE {} SET default_transaction_read_only = on").format(
                 sql.Identifier(role)
             )
         )
-        try:
-            yield role
-        finally:
-            # A run that failed to refuse the role may leave a session of it open.
-            admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s",
-                (role,),
-            )
-            admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+        yield role
 
 
 def url_as(role: str) -> str:
