@@ -9,6 +9,7 @@ back from the run itself.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
@@ -23,7 +24,8 @@ from unmocked.servers import Server
 from unmocked.session import UnmockedSession
 from unmocked.settings import Settings
 
-ROLE = "unmocked_pw_test"
+# One role per process: under ``-n 2`` each worker's module fixture makes and drops its own.
+ROLE = f"unmocked_pw_test_{os.getpid()}"
 PASSWORD = "p@ss:w/rd%"
 
 # Every value unmocked hands a test, each in a test that fails after asking for it.
@@ -123,9 +125,10 @@ def test_a_failed_tests_report_never_shows_the_servers_password(
         monkeypatch.setenv("UNMOCKED_DATABASE_URL", url_with_password)
     server_url_file = tmp_path / "server_url"
     monkeypatch.setenv("SERVER_URL_FILE", str(server_url_file))
-    # A schema of its own: the templates this role builds are dropped with it.
+    # A schema of its own (named after the role, so another worker's role never clones from
+    # it): the templates this role builds are dropped with it.
     (user_project.path / "migrations" / "002_secrets.sql").write_text(
-        "CREATE TABLE secrets_in_reports (id int);\n"
+        f"CREATE TABLE {ROLE} (id int);\n"
     )
     user_project.makepyfile(test_failing=FAILING_SUITE)
 
