@@ -162,7 +162,7 @@ def prepared_target(admin_url: str, workspace: Path) -> Iterator[Target]:
     source = migrations.load(str(target.migrations), workspace)
     with psycopg.connect(admin_url, autocommit=True) as admin:
         major = admin.info.server_version // 10000
-        unmocked_template = template_name(template_fingerprint(source, major))
+        unmocked_template = template_name(template_fingerprint(source, major, str(admin.info.user)))
         template_was_there = _database_exists(admin, unmocked_template)
         admin.execute(
             sql.SQL("CREATE DATABASE {}").format(sql.Identifier(target.truncate_database))

@@ -110,13 +110,20 @@ def provider(request: pytest.FixtureRequest, unmocked_cache: Path) -> dict[str, 
 
 
 @pytest.fixture
-def user_project(
+def provider_project(
     pytester: pytest.Pytester, provider: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> pytest.Pytester:
-    """A pytester project configured for one provider, with a small migrated schema."""
+    """A pytester project whose runs use one provider (and no URL the outer run was given)."""
     monkeypatch.delenv("UNMOCKED_DATABASE_URL", raising=False)
     for key, value in provider.items():
         monkeypatch.setenv(key, value)
+    return pytester
+
+
+@pytest.fixture
+def user_project(provider_project: pytest.Pytester) -> pytest.Pytester:
+    """A pytester project configured for one provider, with a small migrated schema."""
+    pytester = provider_project
     migrations = pytester.mkdir("migrations")
     (migrations / "001_schema.sql").write_text(
         "CREATE TABLE users (id serial PRIMARY KEY, email text UNIQUE NOT NULL);\n"

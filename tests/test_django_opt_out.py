@@ -13,15 +13,13 @@ import secrets
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
-from helpers import RUNNING_SERVER_URL, query, server_answers, write_files
+from helpers import DJANGO_BASE_SETTINGS, RUNNING_SERVER_URL, query, server_answers, write_files
 
 pytest.importorskip("pytest_django", reason="needs pytest-django")
 
-SETTINGS = """
-SECRET_KEY = "test-only"
-INSTALLED_APPS = ["django.contrib.contenttypes", "django.contrib.auth"]
-USE_TZ = True
-DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+SETTINGS = (
+    DJANGO_BASE_SETTINGS
+    + """
 DATABASES = {{
     "default": {{
         "ENGINE": "django.db.backends.postgresql",
@@ -33,6 +31,7 @@ DATABASES = {{
     }}
 }}
 """
+)
 
 TESTS = """
 import pytest

@@ -216,7 +216,7 @@ def test_clones_of_an_old_template_never_break_while_runs_collect_at_the_same_ti
     lease = Lease(RUNNING_SERVER_URL, ownership.new_run_id())
     source = PythonCallable("tests:racing", EmptyMigration())
     major = admin.info.server_version // 10000
-    name = templates.template_name(templates.template_fingerprint(source, major))
+    name = templates.template_name(templates.template_fingerprint(source, major, admin.info.user))
     errors: list[str] = []
     try:
         with psycopg.connect(RUNNING_SERVER_URL, autocommit=True) as user:

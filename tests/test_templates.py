@@ -19,7 +19,9 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 
+from helpers import a_role_of_its_own
 from unmocked import ownership, templates
 from unmocked.build_watch import progress_lines_to
 from unmocked.errors import MigrationError
@@ -38,6 +40,7 @@ from unmocked.urls import with_database
 ADMIN_URL = os.environ.get(
     "UNMOCKED_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
+ADMIN_ROLE = str(conninfo_to_dict(ADMIN_URL)["user"])  # it builds the templates, so names them
 
 
 # -- fixtures and helpers ---------------------------------------------------------------------
@@ -70,7 +73,7 @@ def templates_of(admin: AdminConnection, major: int) -> Iterator[Callable[[Migra
     names: list[str] = []
 
     def remember(source: MigrationSource) -> str:
-        names.append(template_name(template_fingerprint(source, major)))
+        names.append(template_name(template_fingerprint(source, major, ADMIN_ROLE)))
         return names[-1]
 
     yield remember
@@ -116,7 +119,9 @@ def users_template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[S
         try:
             yield source, ensure_template(admin, ADMIN_URL, source, major, lease.run_id)
         finally:
-            ownership.drop_database(admin, template_name(template_fingerprint(source, major)))
+            ownership.drop_database(
+                admin, template_name(template_fingerprint(source, major, ADMIN_ROLE))
+            )
             lease.close()
 
 
@@ -221,10 +226,33 @@ def test_changed_migrations_are_a_new_template(
 def test_template_name_depends_on_the_server_major_version(tmp_path: Path) -> None:
     source = sql_source(tmp_path / "migrations", "CREATE TABLE users (id int);")
 
-    names = {template_name(template_fingerprint(source, major)) for major in (15, 16, 17)}
+    names = {
+        template_name(template_fingerprint(source, major, ADMIN_ROLE)) for major in (15, 16, 17)
+    }
 
     assert len(names) == 3
     assert all(name.startswith("unmocked_tpl_") for name in names)
+
+
+def test_a_role_that_is_not_superuser_builds_a_template_of_its_own_and_may_use_its_tables(
+    ensure: Callable[[MigrationSource], Template], run_id: str, major: int, tmp_path: Path
+) -> None:
+    """A superuser's template holds tables the superuser owns: a CREATEDB role cloning it could
+    not read them (a shared server, a run of each role). Each role's is its own."""
+    source = sql_source(tmp_path / "migrations", "CREATE TABLE users (id int);")
+    by_superuser = ensure(source)
+    role = f"unmocked_builder_{os.getpid()}"
+    with (
+        a_role_of_its_own(ADMIN_URL, role, "CREATEDB") as url,
+        psycopg.connect(url, autocommit=True) as as_role,
+    ):
+        own = ensure_template(as_role, url, source, major, run_id)
+        assert own.name != by_superuser.name and own.reused is False
+        assert own.name == template_name(template_fingerprint(source, major, role))
+        clone = f"{ownership.PREFIX}test_{run_id}_as_role"
+        ownership.create_database(as_role, clone, Owner("fresh", run=run_id), own.name, None)
+        with psycopg.connect(with_database(url, clone)) as inside:
+            assert inside.execute("SELECT count(*) FROM users").fetchone() == (0,)
 
 
 def test_template_is_marked_as_template_and_refuses_connections(
@@ -272,7 +300,7 @@ def test_failed_migration_leaves_neither_the_template_nor_the_build_database(
         ensure(source)
 
     # Both the template and the build database carry the fingerprint in their name.
-    fingerprint = template_fingerprint(source, major)
+    fingerprint = template_fingerprint(source, major, ADMIN_ROLE)
     assert databases_named(admin, f"unmocked%{fingerprint[:16]}%") == []
 
 
@@ -363,7 +391,7 @@ def test_a_migration_past_the_build_timeout_is_cancelled_naming_its_line_and_not
         r"and unmocked cancelled it\. Nothing was cached\. .*",
         str(raised.value),
     )
-    fingerprint = template_fingerprint(source, major)
+    fingerprint = template_fingerprint(source, major, ADMIN_ROLE)
     assert databases_named(admin, f"unmocked%{fingerprint[:16]}%") == []
     left = admin.execute(
         "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(%%'"
@@ -420,7 +448,7 @@ def test_a_run_gives_up_waiting_for_a_build_that_never_ends_naming_who_holds_it(
     monkeypatch.setattr(templates, "WAIT_GRACE", 0.5)
     source = sql_source(tmp_path / "migrations", "CREATE TABLE users (id int);")
     templates_of(source)
-    fingerprint = template_fingerprint(source, major)
+    fingerprint = template_fingerprint(source, major, ADMIN_ROLE)
     with psycopg.connect(ADMIN_URL, autocommit=True) as stuck:
         # Another run's build, stuck while it holds the build lock.
         stuck.execute(

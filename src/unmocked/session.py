@@ -32,6 +32,7 @@ from contextlib import contextmanager
 from typing import TypeVar
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
 from unmocked import cluster_objects, migrations, ownership, report, templates
 from unmocked.dead_server import DeathNotice
@@ -93,6 +94,8 @@ class UnmockedSession(Closeable):
         self._rollback_connections: dict[type[UnitOfWork], UnitOfWork] = {}
         self._names = itertools.count(1)
         self._fresh_pool: FreshPool | None = None
+        self._pools_like: dict[str, FreshPool] = {}
+        """Pools whose databases start as another database of the run was (:meth:`fresh_like`)."""
         self._death = DeathNotice(self._died, self._describe_server)
         self._ended_sessions = EndedSessions()
 
@@ -221,11 +224,35 @@ class UnmockedSession(Closeable):
             )
         return self._fresh_pool
 
+    def _pools(self) -> list[FreshPool]:
+        return [pool for pool in (self._fresh_pool, *self._pools_like.values()) if pool is not None]
+
+    def fresh_like(self, url: str) -> str | None:
+        """Let :meth:`fresh_database` hand out databases in the state that ``url``'s database (one
+        it handed out, with no session connected now) is in: the ``like`` to pass it, or None when
+        nothing was committed to that database since its clone (the template's state serves).
+
+        For a framework that prepares its database in steps of its own after the clone, as a
+        suite's own ``django_db_setup`` does: copied once, reset between tests like the others.
+        """
+        name = str(conninfo_to_dict(url)["dbname"])
+        with self._death.guard(f"the copy of {name}"), self.tally.database_time():
+            if name not in self._pools_like:
+                if not self._fresh.changed_since_cloned(name):
+                    return None
+                new_name = f"{ownership.PREFIX}{self.run_id}_like_{next(self._names)}"
+                self._pools_like[name] = self._fresh.like(name, new_name)
+        return name
+
     @contextmanager
     def fresh_database(
-        self, test_name: str = "", keep_if: Callable[[], bool] = lambda: False
+        self,
+        test_name: str = "",
+        keep_if: Callable[[], bool] = lambda: False,
+        like: str | None = None,
     ) -> Iterator[str]:
-        """Yield the URL of a database in the template's state that no other test sees.
+        """Yield the URL of a database in the template's state that no other test sees (in the
+        state of the database ``like`` names, with ``like`` from :meth:`fresh_like`).
 
         Afterwards the database is put back to the template's state for a later test under a new
         name (or dropped, see :mod:`unmocked.fresh`), unless ``keep_if()`` is true then (a failed
@@ -236,7 +263,7 @@ class UnmockedSession(Closeable):
         """
         with self._death.guard(test_name):
             self._reopen_lost_sessions(ended_by=self._ended_sessions.test_before(test_name))
-            fresh = self._fresh
+            fresh = self._fresh if like is None else self._pools_like[like]
             took: list[float] = []
             with self.tally.database_time(), measured(took.append):
                 database = fresh.acquire()
@@ -465,8 +492,8 @@ class UnmockedSession(Closeable):
                 try:
                     self._reopen_lost_sessions()
                     self._ended_sessions.forget()  # nobody to tell at the end of the run
-                    if self._fresh_pool is not None:
-                        self._fresh_pool.close()
+                    for pool in reversed(self._pools()):  # a copy's pool before the original's
+                        pool.close()
                     if self._rollback_database is not None:
                         self.drop_database(self._rollback_database)
                 except (psycopg.Error, UnmockedError):
@@ -474,6 +501,7 @@ class UnmockedSession(Closeable):
                         raise
         finally:
             self._fresh_pool = None
+            self._pools_like.clear()
             self._rollback_database = None
             for owned in (self._admin, self._lease, self._running):
                 if owned is not None:
@@ -518,8 +546,8 @@ class UnmockedSession(Closeable):
         self._admin = known_state.connect(server.url, server.major)
         if self._template is not None:
             templates.hold(self._admin, self._template.fingerprint)
-        if self._fresh_pool is not None:
-            self._fresh_pool.reconnected(self._admin, databases_may_be_gone=True)
+        for pool in self._pools():
+            pool.reconnected(self._admin, databases_may_be_gone=True)
         self._ended_sessions.note(lease=lease_lost, admin=admin_lost, ended_by=ended_by)
 
     def _died(self) -> str | None:

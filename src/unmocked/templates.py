@@ -60,8 +60,13 @@ class Template:
     seconds: float
 
 
-def template_fingerprint(source: MigrationSource, major: int) -> str:
-    return digest(TEMPLATE_FORMAT, str(major).encode(), source.fingerprint().encode())
+def template_fingerprint(source: MigrationSource, major: int, role: str) -> str:
+    """What names a template: the migrations, the server's major version, and the role that runs
+    them, which owns what they create: a role that is not superuser may not use the tables of a
+    template another role built, so each role builds its own."""
+    return digest(
+        TEMPLATE_FORMAT, str(major).encode(), role.encode(), source.fingerprint().encode()
+    )
 
 
 def template_name(fingerprint: str) -> str:
@@ -86,7 +91,7 @@ def ensure_template(
     stays held by ``conn``'s session (see :func:`hold`).
     """
     started = time.perf_counter()
-    fingerprint = template_fingerprint(source, major)
+    fingerprint = template_fingerprint(source, major, str(conn.info.user))
     name = template_name(fingerprint)
     # Before the build lock: a collection dropping this template right now finishes first, and
     # this session then finds it gone and builds it anew.

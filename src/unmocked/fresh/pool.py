@@ -133,7 +133,11 @@ class FreshPool:
         template: Callable[[], Template],
         new_name: Callable[[], str],
         clone_strategy: str | None,
+        source: str | None = None,
     ) -> None:
+        """``source``: a database of the run to clone from as it is (carrying the reset machinery
+        whenever reset is available), instead of the template plus the machinery; the pool drops
+        it when it closes. See :meth:`like`."""
         self.admin = admin
         self.admin_url = admin_url
         self.run_id = run_id
@@ -147,7 +151,8 @@ class FreshPool:
         self.expected_databases: tuple[str, ...] = ()
         """Beginnings of database names a framework makes for the run (see
         :meth:`unmocked.session.UnmockedSession.expect_databases`), never a test's doing."""
-        self._source: str | None = None
+        self._source: str | None = source
+        self._owns_source = source is not None
         self._source_fingerprint: str | None = None
         self.reset_unavailable = reset.why_reset_is_unavailable(admin)
         """Why databases are dropped and cloned instead of reset, or None when they are reset."""
@@ -236,10 +241,68 @@ class FreshPool:
                 self._leave(database, Stage.DROPPED)
 
     def close(self) -> None:
-        """Finish the resets under way and drop every database."""
+        """Finish the resets under way and drop every database (and the source it owns)."""
         self._advance_resets(wait=True)
         for database in self._in(Stage.READY):
             self._drop(database)
+        if self._owns_source and self._source is not None:
+            ownership.drop_database(self.admin, self._source)
+
+    def changed_since_cloned(self, name: str) -> bool:
+        """Whether a committed write or a schema change reached ``name``, a database this pool
+        handed out, since it was cloned; True when the pool cannot tell (no reset machinery,
+        which is what records them)."""
+        if self.reset_unavailable is not None:
+            return True
+        url = known_state.own_session_conninfo(
+            with_database(self.admin_url, name), self.admin.info.server_version // 10000
+        )
+        with psycopg.connect(url, autocommit=True) as inside:
+            row = inside.execute(reset.CHANGES).fetchone()
+        return bool(row and row[0])
+
+    def like(self, name: str, new_name: str) -> FreshPool:
+        """A pool whose databases start as ``name`` (a database of this run) is now.
+
+        ``name`` is copied, which PostgreSQL does only with no session connected to it: those of
+        the caller must be closed first. The copy's reset machinery is installed anew, so that its
+        databases are put back to the copy's state, not to the template's.
+        """
+        ownership.wait_for_sessions_to_end(self.admin, name, seconds=SESSION_END_SECONDS)
+        try:
+            ownership.create_database(
+                self.admin, new_name, Owner("fresh", run=self.run_id), name, self._clone_strategy
+            )
+        except DatabaseError:
+            sessions = self.admin.execute(
+                "SELECT string_agg(DISTINCT coalesce(nullif(application_name, ''), 'unnamed') "
+                "|| ' (pid ' || pid || ')', ', ') FROM pg_stat_activity WHERE datname = %s",
+                (name,),
+            ).fetchone()
+            raise DatabaseError(
+                f"cannot copy the database {name!r}: sessions other than unmocked's stay "
+                f"connected to it ({sessions[0] if sessions else 'gone since'}) after "
+                f"{SESSION_END_SECONDS} s. Close the connections the code that set it up opened."
+            ) from None
+        if self.reset_unavailable is None:
+            reset.install_again(
+                known_state.own_session_conninfo(
+                    with_database(self.admin_url, new_name),
+                    self.admin.info.server_version // 10000,
+                )
+            )
+        pool = FreshPool(
+            self.admin,
+            self.admin_url,
+            self.run_id,
+            self._template,
+            self._new_name,
+            self._clone_strategy,
+            source=new_name,
+        )
+        pool.reset_unavailable = self.reset_unavailable
+        pool.expected_databases = self.expected_databases
+        return pool
 
     # -- the stages ---------------------------------------------------------------------------
 

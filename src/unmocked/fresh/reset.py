@@ -45,6 +45,17 @@ SCHEMA = "unmocked_reset"
 INSTALL = resources.files(__package__).joinpath("reset.sql").read_text(encoding="utf-8")
 """Prepare a database for reset: run once, in the template copy pg_url databases come from."""
 
+UNINSTALL = f"""
+DROP EVENT TRIGGER unmocked_ddl, unmocked_index, unmocked_drop;
+DROP SCHEMA {SCHEMA} CASCADE;
+"""
+"""Remove :data:`INSTALL`'s machinery (the triggers on tables go with the functions they call)."""
+
+CHANGES = (
+    f"SELECT EXISTS (SELECT FROM {SCHEMA}.written) OR EXISTS (SELECT FROM {SCHEMA}.schema_changed)"
+)
+"""Whether a committed write or a schema change reached the database since its clone (or reset)."""
+
 RESET = b"SELECT unmocked_reset.reset()"
 """Put the database back to the template's state; NULL, or why it cannot (so: clone anew)."""
 
@@ -69,6 +80,14 @@ class ResetMachinery:
     def apply(self, url: str) -> None:
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(INSTALL.encode())
+
+
+def install_again(url: str) -> None:
+    """The machinery anew, over what a copy of a database that carried it holds now: reset then
+    puts its clones back to this state, not to the template's."""
+    with psycopg.connect(url, autocommit=True) as conn, conn.transaction():
+        conn.execute(UNINSTALL.encode())
+        conn.execute(INSTALL.encode())
 
 
 def why_reset_is_unavailable(conn: AdminConnection) -> str | None:

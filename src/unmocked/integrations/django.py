@@ -25,8 +25,8 @@ from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
-from unmocked.errors import ConfigurationError
-from unmocked.migrations.django import connected_to
+from unmocked.errors import ConfigurationError, DatabaseError, UnmockedError
+from unmocked.migrations.django import close_connections, connected_to
 from unmocked.session import UnmockedSession
 
 SERVED_ALIAS = "default"
@@ -181,11 +181,73 @@ def use_psycopg2() -> None:
             sys.modules["psycopg"] = psycopg
 
 
+class ProcessDatabase:
+    """The database the served aliases point at for this process's rollback tests, and what the
+    databases of its transactional tests start as.
+
+    A suite's own ``django_db_setup`` may add to it after unmocked cloned it (``loaddata``, a table,
+    a ``migrate`` of its own): rollback tests see that, as they run in it. Transactional tests get
+    a database each, in the state it was in when the first test began (every ``django_db_setup``
+    had run by then, and no test yet): copies of it when something was committed to it since its
+    clone, made once per process; clones of the template otherwise.
+    """
+
+    def __init__(self, session: UnmockedSession, url: str, transactional_tests: bool) -> None:
+        self._session = session
+        self._url = url
+        self._transactional_tests = transactional_tests
+        self._settled = False
+        self._like: str | None = None
+        self._copy_failed: UnmockedError | None = None
+
+    def settle(self) -> None:
+        """Before every test, and cheap after the first: fix what transactional tests start as.
+
+        A copy that fails fails the transactional tests (:meth:`fresh`), not the test at hand.
+        """
+        if self._settled:
+            return
+        self._settled = True
+        if not self._transactional_tests:
+            return
+        for alias in served_aliases():  # PostgreSQL copies a database only with nobody in it
+            close_connections(alias)
+        try:
+            self._like = self._session.fresh_like(self._url)
+        except DatabaseError as error:
+            self._copy_failed = DatabaseError(
+                "Transactional tests start as this process's Django database stood once every "
+                f"django_db_setup had run, and copying it failed: {error}"
+            )
+
+    @contextmanager
+    def fresh(self) -> Iterator[str]:
+        """Point the served aliases at a database of one test's own; put it back afterwards."""
+        if self._copy_failed is not None:
+            raise self._copy_failed
+        with fresh_django_database(self._session, like=self._like) as url:
+            yield url
+
+
 @contextmanager
-def fresh_django_database(session: UnmockedSession) -> Iterator[str]:
-    """Point the served aliases at a brand-new clone of the template; drop it afterwards."""
-    with session.fresh_database() as url, connected_to(url, *served_aliases()):
+def fresh_django_database(session: UnmockedSession, like: str | None = None) -> Iterator[str]:
+    """Point the served aliases at a database of one test's own (see
+    :meth:`UnmockedSession.fresh_database`); put them back afterwards."""
+    with session.fresh_database(like=like) as url, connected_to(url, *served_aliases()):
         yield url
+
+
+@contextmanager
+def process_database(
+    session: UnmockedSession, transactional_tests: bool
+) -> Iterator[ProcessDatabase]:
+    """Point the served aliases at a clone of the template for this process; drop it afterwards.
+
+    ``transactional_tests``: whether the process may run any (only then may their databases need
+    a copy of this one).
+    """
+    with fresh_django_database(session) as url:
+        yield ProcessDatabase(session, url, transactional_tests)
 
 
 @contextmanager

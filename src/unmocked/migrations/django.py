@@ -138,7 +138,7 @@ def connected_to(url: str, *aliases: str) -> Iterator[None]:
     location, url_options = _django_location(url)
     saved = []
     for alias in aliases:
-        _close(alias)
+        close_connections(alias)
         for settings_dict in _settings_dicts(alias):
             before = {key: settings_dict.get(key) for key in LOCATION_KEYS}
             saved.append((settings_dict, dict(before, OPTIONS=settings_dict.get("OPTIONS", {}))))
@@ -150,7 +150,7 @@ def connected_to(url: str, *aliases: str) -> Iterator[None]:
         yield
     finally:
         for alias in aliases:
-            _close(alias)
+            close_connections(alias)
         for settings_dict, before in saved:
             settings_dict.update(before)
 
@@ -180,7 +180,7 @@ def _settings_dicts(alias: str) -> list[dict[str, Any]]:
     return found
 
 
-def _close(alias: str) -> None:
+def close_connections(alias: str) -> None:
     """Close ``alias``'s connections in every thread that opened one, not only this one.
 
     Thread pools, asgiref's executor (which runs the async ORM's queries) and a live server keep

@@ -25,10 +25,10 @@ from __future__ import annotations
 
 import importlib.metadata
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 import pytest
@@ -39,8 +39,14 @@ from unmocked.plugin._shared import SESSION_KEY, failure, reported_as_failures
 from unmocked.plugin.report import HEADER_KEY
 from unmocked.session import UnmockedSession
 
+if TYPE_CHECKING:
+    from unmocked.integrations.django import ProcessDatabase
+
 # The first release whose db, transactional_db and live_server all set up through _django_db_helper.
 OLDEST_PYTEST_DJANGO = Version("4.5")
+
+PROCESS_DATABASE_KEY: pytest.StashKey[ProcessDatabase] = pytest.StashKey()
+"""This process's Django database, while ``django_db_setup`` holds it."""
 
 
 @pytest.hookimpl(trylast=True)
@@ -145,18 +151,23 @@ class DjangoDatabaseFixtures:
         No ``test_<NAME>`` is created or migrated, so ``--reuse-db`` and ``--create-db`` are not
         needed: the template is rebuilt exactly when a migration changes. Aliases that share
         ``default``'s database share the clone; the other aliases the tests use get Django's own
-        test databases, as without unmocked.
+        test databases, as without unmocked. What a suite's own ``django_db_setup`` adds to the
+        clone reaches its transactional tests too (see ``ProcessDatabase``).
         """
         from unmocked.integrations.django import (
-            fresh_django_database,
             other_test_databases,
+            process_database,
             served_aliases,
         )
 
-        aliases, serialized_aliases = _databases_for_setup(request.session.items)
+        items = request.session.items
+        aliases, serialized_aliases = _databases_for_setup(items)
         with (
             reported_as_failures(),
-            fresh_django_database(unmocked_session),
+            process_database(
+                unmocked_session,
+                transactional_tests=any(_transactional_attributes(item) for item in items),
+            ) as database,
             other_test_databases(
                 aliases - set(served_aliases()),
                 serialized_aliases,
@@ -166,7 +177,11 @@ class DjangoDatabaseFixtures:
                 made=unmocked_session.expect_databases,
             ),
         ):
-            yield
+            request.config.stash[PROCESS_DATABASE_KEY] = database
+            try:
+                yield
+            finally:
+                del request.config.stash[PROCESS_DATABASE_KEY]
 
     @pytest.fixture
     def _django_db_helper(
@@ -189,22 +204,34 @@ class DjangoDatabaseFixtures:
             uses_served_database,
         )
 
+        # None when the suite's django_db_setup replaces unmocked's instead of building on it.
+        process_database = request.config.stash.get(PROCESS_DATABASE_KEY, None)
+        test_name = request.node.nodeid
+        if process_database is not None:
+            with _told_if_the_server_died(unmocked_session, test_name), reported_as_failures():
+                process_database.settle()  # the first test: every django_db_setup has run now
         django_test_class = is_django_unittest(request)
-        attributes = None if django_test_class else _transactional_attributes(request)
+        attributes = _transactional_attributes(request.node)
         if attributes is None:
             # pytest-django's own helper: this fixture overrides it, so this is the next in line.
             with (
-                _told_if_the_server_died(unmocked_session, request.node.nodeid),
+                _told_if_the_server_died(unmocked_session, test_name),
                 nullcontext() if django_test_class else unmocked_session.rolled_back_by_framework(),
             ):
                 yield request.getfixturevalue("_django_db_helper")
             return
-        serves = uses_served_database(attributes["databases"])
+        database: AbstractContextManager[object]
+        if not uses_served_database(attributes["databases"]):
+            database = nullcontext()
+        elif process_database is None:
+            database = fresh_django_database(unmocked_session)
+        else:
+            database = process_database.fresh()
         with (
-            _told_if_the_server_died(unmocked_session, request.node.nodeid),
+            _told_if_the_server_died(unmocked_session, test_name),
             reported_as_failures(),
             django_db_blocker.unblock(),
-            fresh_django_database(unmocked_session) if serves else nullcontext(),
+            database,
             transaction_test_case(**attributes),
         ):
             yield
@@ -299,13 +326,18 @@ def _databases_for_setup(items: Sequence[pytest.Item]) -> tuple[set[str], set[st
     return aliases, serialized
 
 
-def _transactional_attributes(request: pytest.FixtureRequest) -> dict[str, Any] | None:
-    """The ``TransactionTestCase`` attributes a test asks for, or None when it needs none.
+def _transactional_attributes(item: pytest.Item) -> dict[str, Any] | None:
+    """The ``TransactionTestCase`` attributes a test asks for, or None when it needs none (a
+    rollback test, or a Django test class, which pytest-django sets up itself).
 
     Read as pytest-django reads them: the ``django_db`` marker, then the fixtures the test uses.
     """
-    marker = DjangoDbMarker.of(request.node) or DjangoDbMarker()
-    used = request.fixturenames
+    from pytest_django.django_compat import is_django_unittest
+
+    if is_django_unittest(item):
+        return None
+    marker = DjangoDbMarker.of(item) or DjangoDbMarker()
+    used = getattr(item, "fixturenames", ())
     reset_sequences = marker.reset_sequences or "django_db_reset_sequences" in used
     if not (
         marker.transaction or reset_sequences or "transactional_db" in used or "live_server" in used
