@@ -9,6 +9,7 @@ Wiring only; everything it does can be done from plain Python with the library. 
 - :mod:`~unmocked.plugin.fixtures`: ``pg_server``, ``pg``, ``sa_engine``, ``sa_session``,
   ``pg_url``;
 - :mod:`~unmocked.plugin.async_fixtures`: ``apg``, ``sa_async_session`` and the SQLModel twins;
+- :mod:`~unmocked.plugin.checks`: ``queries``, the statements a test sends and checks over them;
 - :mod:`~unmocked.plugin.django`: pytest-django's database fixtures on unmocked's server;
 - :mod:`~unmocked.plugin.factories`: ``factory_session`` for factory_boy;
 - :mod:`~unmocked.plugin.env`: the ``unmocked_export_env`` option;
@@ -48,6 +49,7 @@ pytest_plugins = [
     "unmocked.plugin.django",
     "unmocked.plugin.factories",
     "unmocked.plugin.async_fixtures",
+    "unmocked.plugin.checks",
 ]
 
 WORKER_INPUT_KEY = "unmocked_handover"
