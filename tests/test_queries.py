@@ -52,10 +52,24 @@ def seed(session, users=4):
 SUITE = """
 import psycopg
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import selectinload
 
 from models import Order, User, seed
+
+@pytest.fixture
+def sa_async_driver():
+    return "psycopg"
+
+def test_sqlalchemys_own_set_up_is_never_counted(sa_session, queries):
+    sa_session.execute(text("SELECT 1"))  # the first connect: the dialect reads the server
+    assert [s.sql for s in queries.statements] == ["SELECT 1"]
+
+@pytest.mark.asyncio
+async def test_nor_in_its_asyncio_layer(sa_async_session, queries):
+    await sa_async_session.execute(text("SELECT 2"))
+    assert [s.sql for s in queries.statements] == ["SELECT 2"]
+    assert queries.statements[0].line.function == "test_nor_in_its_asyncio_layer"
 
 def test_records_what_pg_sends_and_not_unmockeds_own(pg, queries):
     pg.execute("INSERT INTO users (email) VALUES (%s)", ("a@example.com",))
@@ -148,7 +162,7 @@ def checks_project(user_project: pytest.Pytester) -> pytest.Pytester:
 def test_each_check_fires_where_it_should_and_only_there(checks_project: pytest.Pytester) -> None:
     result = checks_project.runpytest_subprocess("-p", "no:randomly")
     output = result.stdout.str()
-    result.assert_outcomes(passed=7, failed=3)
+    result.assert_outcomes(passed=9, failed=3)
     for failing in (
         "test_a_budget_broken_fails",
         "test_a_lazy_load_per_row_is",
@@ -176,7 +190,7 @@ def test_each_check_fires_where_it_should_and_only_there(checks_project: pytest.
 
 def test_under_xdist_each_worker_records_its_own_tests(checks_project: pytest.Pytester) -> None:
     result = checks_project.runpytest_subprocess("-n", "2", "-p", "no:randomly")
-    result.assert_outcomes(passed=7, failed=3)
+    result.assert_outcomes(passed=9, failed=3)
 
 
 def test_django_orm_statements_are_recorded_with_the_users_line(

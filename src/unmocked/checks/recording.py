@@ -107,6 +107,8 @@ def note(
     many: int | None = None,
 ) -> None:
     """Keep one statement for each recorder that watches ``database``."""
+    if line is SETTING_UP:
+        return
     statement = None
     for recorder in list(_listening):
         if database.startswith(recorder.prefixes):
@@ -115,9 +117,51 @@ def note(
             recorder.statements.append(statement)
 
 
+# Functions of libraries that talk to the database while a connection is set up or checked, not
+# for the code under test: SQLAlchemy's dialect reading the server on first connect and its pings,
+# Django's connection set-up. A statement sent from inside one of them is never recorded.
+_SETTING_UP = frozenset(
+    {
+        "first_connect",
+        "on_connect",
+        "initialize",
+        "do_ping",
+        "ping",
+        "init_connection_state",
+        "ensure_timezone",
+        "ensure_role",
+    }
+)
+
+SETTING_UP = Line("", 0, "")
+"""What :func:`caller_line` says of a statement a library sends to set a connection up."""
+
+
 def caller_line() -> Line | None:
-    """The user's line that called the hook calling this."""
-    return user_line(sys._getframe(2))
+    """The user's line that called the hook calling this; :data:`SETTING_UP` when a library
+    sends the statement to set up or check its connection."""
+    frame: FrameType | None = sys._getframe(2)
+    while frame is not None:
+        code = frame.f_code
+        if not _library(code.co_filename):
+            return Line(code.co_filename, frame.f_lineno, code.co_name)
+        if code.co_name in _SETTING_UP and not code.co_filename.startswith(_UNMOCKED):
+            return SETTING_UP
+        if code.co_name == "greenlet_spawn" and _sets_up(frame.f_locals.get("context")):
+            return SETTING_UP
+        frame = frame.f_back
+    return None
+
+
+def _sets_up(greenlet: object) -> bool:
+    """Whether the synchronous code SQLAlchemy's asyncio layer runs in ``greenlet`` (which
+    awaits the statement from there) is setting a connection up."""
+    frame = getattr(greenlet, "gr_frame", None)
+    while frame is not None:
+        if frame.f_code.co_name in _SETTING_UP:
+            return True
+        frame = frame.f_back
+    return False
 
 
 @contextmanager
