@@ -121,6 +121,27 @@ def test_03_pg_after(pg):
     result.stdout.fnmatch_lines(["*test_01_ends_them_from_pg ended unmocked's own sessions*"])
 
 
+def test_templates_collected_while_the_run_held_nothing_are_built_again(
+    user_project: pytest.Pytester,
+) -> None:
+    """While its sessions are gone the run holds none of its templates, so another run's
+    collection may drop them as old (past the 20 most recent on a busy server): later tests get
+    them built again instead of "template database ... does not exist"."""
+    collects = """
+            sources = [unmocked_session.template().name, unmocked_session._fresh._source]
+            for name in sources:  # as a collection of old templates would
+                ownership.drop_database(other_run, name)
+"""
+    suite = ENDS_OUR_SESSIONS.replace(
+        "            ownership.collect_abandoned(other_run)\n",
+        "            ownership.collect_abandoned(other_run)\n" + collects.lstrip("\n"),
+    )
+    assert suite != ENDS_OUR_SESSIONS
+    user_project.makepyfile(test_ends=suite)
+    result = user_project.runpytest("-p", "no:randomly")
+    result.assert_outcomes(passed=10, warnings=1)
+
+
 def test_a_collection_leaves_a_dead_runs_database_alone_while_a_session_uses_it() -> None:
     # A run whose lease a test ended looks dead until it takes the lease again; the databases it
     # is using right then have sessions, which keep them from collection.

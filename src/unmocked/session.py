@@ -546,6 +546,9 @@ class UnmockedSession(Closeable):
         self._admin = known_state.connect(server.url, server.major)
         if self._template is not None:
             templates.hold(self._admin, self._template.fingerprint)
+            if lease_lost and ownership.owner_of(self._admin, self._template.name) is None:
+                # Unheld meanwhile, another run's collection took it for old: built again.
+                self._template = None
         for pool in self._pools():
             pool.reconnected(self._admin, databases_may_be_gone=True)
         self._ended_sessions.note(lease=lease_lost, admin=admin_lost, ended_by=ended_by)

@@ -227,6 +227,14 @@ class FreshPool:
         self.admin = admin
         if self._source_fingerprint is not None:
             templates.hold(admin, self._source_fingerprint)
+        if (
+            databases_may_be_gone
+            and self._source is not None
+            and not self._owns_source
+            and ownership.owner_of(admin, self._source) is None
+        ):
+            # Unheld meanwhile, another run's collection took it for old: prepared anew.
+            self._source = self._source_fingerprint = None
         if databases_may_be_gone:
             self._advance_resets(wait=True)  # a reset may have ended in a database now gone
         ready = self._in(Stage.READY)
