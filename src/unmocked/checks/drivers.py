@@ -64,7 +64,6 @@ def _note(
         text,
         params,
         db.decode("utf-8", "replace") if db else "",
-        "psycopg",
         seconds,
         line,
         many=len(params) if many else None,

@@ -18,7 +18,6 @@ to, and is not counted. Tables of ``pg_catalog`` and ``information_schema`` neve
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -66,12 +65,10 @@ def explain(conn: psycopg.Connection[Any], sql: str, params: Any = None) -> Plan
     if params is None and re.search(r"\$\d+", sql) and conn.info.server_version >= 160000:
         options += ", GENERIC_PLAN"
     with conn.transaction(force_rollback=True):
-        conn.execute("SET LOCAL enable_seqscan = off")
-        conn.execute("SET LOCAL lock_timeout = '2s'")  # a test holding a lock never hangs us
+        # A test holding a lock never hangs us.
+        conn.execute("SET LOCAL enable_seqscan = off; SET LOCAL lock_timeout = '2s'")
         row = conn.execute(f"EXPLAIN ({options}) {sql}", params).fetchone()
-    document = row[0] if row else []
-    if isinstance(document, str):
-        document = json.loads(document)
+    document: list[dict[str, Any]] = row[0] if row else []  # psycopg loads EXPLAIN's json
     leading = _leading_columns(conn, document)
     return Plan(sql, document, tuple(_full_reads(document[0]["Plan"], leading)))
 

@@ -9,6 +9,7 @@ test when it ends, with the statements listed, numbered, each with the line that
 from __future__ import annotations
 
 import collections
+import re
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
@@ -112,8 +113,7 @@ class Queries:
                     "first, or pass database=..."
                 )
             database = self._recorder.statements[-1].database
-        with recording.own_statements():
-            return explain(self._explainer(database), sql, params)
+        return self._explain(database, sql, params)
 
     def close(self) -> None:
         for conn in self._explainers.values():
@@ -125,25 +125,24 @@ class Queries:
     def _block(self) -> AbstractContextManager[Recorder]:
         return Recorder(self._recorder.prefixes).listening()
 
-    def _explainer(self, database: str) -> psycopg.Connection[Any]:
-        conn = self._explainers.get(database)
-        if conn is None or conn.closed:
-            with recording.own_statements():
-                conn = self._connect(database)
-            self._explainers[database] = conn
-        return conn
+    def _explain(self, database: str, sql: str, params: Any) -> Plan:
+        """On a connection of unmocked's own to ``database`` (one per database, kept), whose
+        statements are never recorded."""
+        with recording.own_statements():
+            conn = self._explainers.get(database)
+            if conn is None or conn.closed:
+                conn = self._explainers[database] = self._connect(database)
+            return explain(conn, sql, params)
 
     def _plan_of(self, statement: Statement) -> Plan | None:
-        if not statement.sql.lstrip().lower().startswith(_EXPLAINABLE):
-            return None
-        if statement.sql.lstrip().lower().startswith("insert") and " select " not in (
-            f" {statement.sql.lower()} "
+        text = statement.sql.lstrip().lower()
+        if not text.startswith(_EXPLAINABLE) or (
+            text.startswith("insert") and not re.search(r"\bselect\b", text)
         ):
-            return None  # INSERT ... VALUES reads no table
+            return None  # INSERT ... VALUES, DDL, SET...: no table is read
         params = statement.params[0] if statement.many and statement.params else statement.params
         try:
-            with recording.own_statements():
-                return explain(self._explainer(statement.database), statement.sql, params)
+            return self._explain(statement.database, statement.sql, params)
         except psycopg.Error:
             return None  # a temporary table of the test's session, a statement of its own kind...
 

@@ -60,7 +60,6 @@ class Statement:
     line: Line | None
     """The line of the user's code that sent it: the nearest frame outside installed libraries,
     the standard library and unmocked, or None when the stack has none."""
-    driver: str
     seconds: float = 0.0
     many: int | None = None
     """For ``executemany``: how many parameter sets one call sent."""
@@ -101,7 +100,6 @@ def note(
     sql: str,
     params: Any,
     database: str,
-    driver: str,
     seconds: float,
     line: Line | None,
     many: int | None = None,
@@ -113,7 +111,7 @@ def note(
     for recorder in list(_listening):
         if database.startswith(recorder.prefixes):
             if statement is None:
-                statement = Statement(sql, params, database, line, driver, seconds, many)
+                statement = Statement(sql, params, database, line, seconds, many)
             recorder.statements.append(statement)
 
 
@@ -201,16 +199,6 @@ def _library(path: str) -> bool:
         known = path.startswith("<") or os.path.abspath(path).startswith(_LIBRARIES)
         _is_library[path] = known
     return known
-
-
-def user_line(frame: FrameType | None) -> Line | None:
-    """The nearest frame from ``frame`` outwards whose code is the user's."""
-    while frame is not None:
-        code = frame.f_code
-        if not _library(code.co_filename):
-            return Line(code.co_filename, frame.f_lineno, code.co_name)
-        frame = frame.f_back
-    return None
 
 
 def _shown_path(path: str) -> str:
