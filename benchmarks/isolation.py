@@ -13,7 +13,10 @@ The modes run the same generated test (see ``suites/``) against the same 80-tabl
 ``pytest-postgresql``  pytest-postgresql's ``postgresql``: its per-test database from its template;
 ``truncate``           one database, every table truncated after each test;
 ``sa_shared``          the same work through the SQLAlchemy ORM, on one connection, no isolation;
-``sa_session``         the ORM work on unmocked's ``sa_session``, rolled back.
+``sa_session``         the ORM work on unmocked's ``sa_session``, rolled back;
+``pg+queries``, ``sa_session+queries``
+                       the same with the ``queries`` fixture recording every statement: their
+                       "x peer" is what recording costs (the issue's budget: at most 1.05).
 
 Each mode is a real pytest run in a subprocess, timed from the outside (start-up, plugin loading
 and teardown included, as a user feels them) and, by a conftest, from inside its test loop. Every
@@ -89,6 +92,16 @@ MODES = (
     Mode("truncate", "suite_truncate.py", None, floor="shared"),
     Mode("sa_shared", "suite_sa_shared.py", None),
     Mode("sa_session", "suite_unmocked_sa_session.py", "unmocked.plugin", floor="sa_shared"),
+    Mode(
+        "pg+queries", "suite_unmocked_pg_queries.py", "unmocked.plugin", peer="pg", floor="shared"
+    ),
+    Mode(
+        "sa_session+queries",
+        "suite_unmocked_sa_session_queries.py",
+        "unmocked.plugin",
+        peer="sa_session",
+        floor="sa_shared",
+    ),
 )
 
 
