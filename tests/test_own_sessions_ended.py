@@ -121,6 +121,46 @@ def test_03_pg_after(pg):
     result.stdout.fnmatch_lines(["*test_01_ends_them_from_pg ended unmocked's own sessions*"])
 
 
+def test_sessions_ended_a_moment_before_unmocked_looked_are_opened_again_all_the_same(
+    user_project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pg_terminate_backend returns before the sessions are gone: the next test's look at the
+    sockets may find nothing yet, and its first use of the admin session meets the end. Played
+    here by a look that sees only sessions psycopg already knows are broken (the test runs
+    in-process, so the inner run shares the patched module). The test that ends them uses no
+    database of unmocked's, whose end would have met the ended sessions first."""
+    monkeypatch.setattr(ownership, "session_ended", ownership.session_ended)  # put back after
+    suite = (
+        ENDS_OUR_SESSIONS.split("def test_00_pg_before")[0]
+        + """
+real_look = ownership.session_ended
+
+
+def test_01_ends_them_and_the_look_comes_too_early(pg_server, unmocked_session):
+    with psycopg.connect(pg_server.url, autocommit=True) as conn:
+        pids = [row[0] for row in conn.execute(other_sessions(conn, unmocked_session))]
+        conn.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) pid", (pids,))
+        while conn.execute("SELECT FROM pg_stat_activity WHERE pid = ANY(%s)", (pids,)).fetchone():
+            time.sleep(0.01)
+    ownership.session_ended = lambda pgconn: pgconn.status == pq.ConnStatus.BAD
+
+
+@pytest.mark.parametrize("fixture", ["pg_url", "pg"])
+def test_02_the_next_test_gets_its_database(request, fixture):
+    request.getfixturevalue(fixture)
+    ownership.session_ended = real_look
+"""
+    )
+    user_project.makepyfile(
+        test_ends=suite.replace("import pytest\n", "import pytest\nfrom psycopg import pq\n", 1)
+    )
+    result = user_project.runpytest("-p", "no:randomly")
+    result.assert_outcomes(passed=3, warnings=1)
+    result.stdout.fnmatch_lines(
+        ["*test_01_ends_them_and_the_look_comes_too_early ended unmocked's*"]
+    )
+
+
 def test_templates_collected_while_the_run_held_nothing_are_built_again(
     user_project: pytest.Pytester,
 ) -> None:

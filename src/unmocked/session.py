@@ -38,7 +38,7 @@ from unmocked import cluster_objects, migrations, ownership, report, templates
 from unmocked.dead_server import DeathNotice
 from unmocked.ended_sessions import EndedSessions
 from unmocked.errors import ConfigurationError, ServerError, UnmockedError, UnmockedWarning
-from unmocked.fresh import FreshPool
+from unmocked.fresh import FreshDatabase, FreshPool
 from unmocked.isolation import (
     AsyncRollbackConnection,
     OuterTransactionLost,
@@ -55,6 +55,7 @@ from unmocked.timings import measured
 from unmocked.urls import with_database
 
 C = TypeVar("C", bound=UnitOfWork)
+T = TypeVar("T")
 
 # How a rollback test's writes escaped its outer transaction, for the warning that names it.
 _ESCAPED = (
@@ -261,17 +262,20 @@ class UnmockedSession(Closeable):
         day later drops it. Roles, databases, tablespaces and settings the test left on the whole
         server cannot be undone inside a database: a warning names them.
         """
-        with self._death.guard(test_name):
-            self._reopen_lost_sessions(ended_by=self._ended_sessions.test_before(test_name))
-            fresh = self._fresh if like is None else self._pools_like[like]
-            took: list[float] = []
+        took: list[float] = []
+
+        def acquire() -> tuple[FreshPool, FreshDatabase]:
+            pool = self._fresh if like is None else self._pools_like[like]
             with self.tally.database_time(), measured(took.append):
-                database = fresh.acquire()
+                return pool, pool.acquire()
+
+        with self._death.guard(test_name):
+            fresh, database = self._at_start_of(test_name, acquire)
         if database.resets:
             self.tally.fresh_reset += 1
         else:
             self.tally.fresh_cloned += 1
-            self.tally.phases.record("clone", took[0])
+            self.tally.phases.record("clone", took[-1])
         self.tally.reset_unavailable = fresh.reset_unavailable
         try:
             yield with_database(self.server.url, database.name)
@@ -397,10 +401,13 @@ class UnmockedSession(Closeable):
 
     @contextmanager
     def _rolled_back(self, kind: type[C], test_name: str) -> Iterator[C]:
-        with self._death.guard(test_name):
-            self._reopen_lost_sessions(ended_by=self._ended_sessions.test_before(test_name))
+        def begin() -> C:
             conn = self._rollback_connection(kind)
             conn.begin_test()
+            return conn
+
+        with self._death.guard(test_name):
+            conn = self._at_start_of(test_name, begin)
         self.tally.rollback_tests += 1
         try:
             yield conn
@@ -523,6 +530,24 @@ class UnmockedSession(Closeable):
         with self._death.guard(test_name):
             self._reopen_lost_sessions()
         self._ended_sessions.tell(test_name)
+
+    def _at_start_of(self, test_name: str, work: Callable[[], T]) -> T:
+        """``work()``, which uses unmocked's sessions as ``test_name`` starts, after opening again
+        those an earlier test ended.
+
+        ``pg_terminate_backend`` returns before the session it ends is gone, so the look at the
+        sockets may find nothing yet, and ``work`` then meets the end itself (``terminating
+        connection due to administrator command``): it is done once more, on sessions opened again.
+        """
+        ended_by = self._ended_sessions.test_before(test_name)
+        self._reopen_lost_sessions(ended_by=ended_by)
+        try:
+            return work()
+        except psycopg.OperationalError:
+            if self._admin is None or not ownership.session_ended(self._admin.pgconn):
+                raise
+        self._reopen_lost_sessions(ended_by=ended_by)
+        return work()
 
     def _reopen_lost_sessions(self, ended_by: str | None = None) -> None:
         """Open again the lease and admin sessions if a test ended either, and note it (with
