@@ -14,9 +14,14 @@ The modes run the same generated test (see ``suites/``) against the same 80-tabl
 ``truncate``           one database, every table truncated after each test;
 ``sa_shared``          the same work through the SQLAlchemy ORM, on one connection, no isolation;
 ``sa_session``         the ORM work on unmocked's ``sa_session``, rolled back;
+``pg-unchecked``, ``sa_session-unchecked``
+                       ``pg`` and ``sa_session`` with the suite's checks off
+                       (``unmocked_n_plus_one = off``), so that nothing records: ``pg`` and
+                       ``sa_session`` record every test's statements by default, and their
+                       "x peer" is what that costs (the issue's budget: at most 1.05);
 ``pg+queries``, ``sa_session+queries``
-                       the same with the ``queries`` fixture recording every statement: their
-                       "x peer" is what recording costs (the issue's budget: at most 1.05).
+                       the same with the ``queries`` fixture recording every statement as well:
+                       their "x peer" is what the fixture adds.
 
 Each mode is a real pytest run in a subprocess, timed from the outside (start-up, plugin loading
 and teardown included, as a user feels them) and, by a conftest, from inside its test loop. Every
@@ -75,12 +80,24 @@ class Mode:
     floor: str | None = None
     """The mode doing the same work with no isolation: what this one costs over it is the price
     of its isolation alone, without the test's own database work."""
+    ini: tuple[str, ...] = ()
+    """More lines of its ``pytest.ini``."""
 
 
-MODES = (
+MODES = (  # peers back to back: a mode's figure depends a little on the one before it
     Mode("bare", "suite_bare.py", None),
     Mode("shared", "suite_shared.py", None),
-    Mode("pg", "suite_unmocked_pg.py", "unmocked.plugin", floor="shared"),
+    Mode("pg", "suite_unmocked_pg.py", "unmocked.plugin", peer="pg-unchecked", floor="shared"),
+    Mode(
+        "pg-unchecked",
+        "suite_unmocked_pg.py",
+        "unmocked.plugin",
+        floor="shared",
+        ini=("unmocked_n_plus_one = off",),
+    ),
+    Mode(
+        "pg+queries", "suite_unmocked_pg_queries.py", "unmocked.plugin", peer="pg", floor="shared"
+    ),
     Mode("pg_url", "suite_unmocked_pg_url.py", "unmocked.plugin", floor="shared"),
     Mode(
         "pytest-postgresql",
@@ -91,9 +108,19 @@ MODES = (
     ),
     Mode("truncate", "suite_truncate.py", None, floor="shared"),
     Mode("sa_shared", "suite_sa_shared.py", None),
-    Mode("sa_session", "suite_unmocked_sa_session.py", "unmocked.plugin", floor="sa_shared"),
     Mode(
-        "pg+queries", "suite_unmocked_pg_queries.py", "unmocked.plugin", peer="pg", floor="shared"
+        "sa_session",
+        "suite_unmocked_sa_session.py",
+        "unmocked.plugin",
+        peer="sa_session-unchecked",
+        floor="sa_shared",
+    ),
+    Mode(
+        "sa_session-unchecked",
+        "suite_unmocked_sa_session.py",
+        "unmocked.plugin",
+        floor="sa_shared",
+        ini=("unmocked_n_plus_one = off",),
     ),
     Mode(
         "sa_session+queries",
@@ -221,7 +248,7 @@ def _drop(admin: psycopg.Connection[Any], name: str) -> None:
 def lay_out_mode(mode: Mode, target: Target, workspace: Path) -> Path:
     """A folder holding the mode's test module, the shared work and a ``pytest.ini``."""
     ini = [f"unmocked_migrations = {target.migrations}"] if mode.plugin == "unmocked.plugin" else []
-    return lay_out(workspace / mode.name, {"test_suite.py": mode.suite}, ini)
+    return lay_out(workspace / mode.name, {"test_suite.py": mode.suite}, [*ini, *mode.ini])
 
 
 def environment(target: Target) -> dict[str, str]:

@@ -70,7 +70,8 @@ class Owner:
     """What the comment on one of our databases says."""
 
     kind: str
-    """``template``, ``build``, ``rollback``, ``fresh``, or ``kept`` (left for a failed test)."""
+    """``template``, ``build``, ``rollback``, ``fresh``, ``kept`` (left for a failed test), or
+    ``role`` (the login role of ``unmocked_role``, :mod:`unmocked.roles`)."""
     run: str | None = None
     fingerprint: str | None = None
     test: str | None = None
@@ -126,6 +127,15 @@ def create_database(
 def record_owner(conn: AdminConnection, name: str, owner: Owner) -> None:
     conn.execute(
         sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+            sql.Identifier(name), sql.Literal(owner.comment())
+        )
+    )
+
+
+def record_role_owner(conn: AdminConnection, name: str, owner: Owner) -> None:
+    """As :func:`record_owner`, for a role unmocked made (``unmocked_role``'s login)."""
+    conn.execute(
+        sql.SQL("COMMENT ON ROLE {} IS {}").format(
             sql.Identifier(name), sql.Literal(owner.comment())
         )
     )
@@ -303,12 +313,17 @@ def run_is_alive(conn: AdminConnection, run_id: str) -> bool:
 
 def our_databases(conn: AdminConnection) -> list[tuple[str, Owner]]:
     """Every database on the server that unmocked created, with what its comment records."""
-    rows = conn.execute(
+    return _commented(
+        conn,
         "SELECT datname, shobj_description(oid, 'pg_database') FROM pg_database "
-        "WHERE datname LIKE 'unmocked\\_%' ORDER BY datname"
-    ).fetchall()
+        "WHERE datname LIKE 'unmocked\\_%' ORDER BY datname",
+    )
+
+
+def _commented(conn: AdminConnection, names_and_comments: str) -> list[tuple[str, Owner]]:
+    """The names ``names_and_comments`` selects whose comment says unmocked made them."""
     found = []
-    for name, comment in rows:
+    for name, comment in conn.execute(names_and_comments).fetchall():
         owner = Owner.parse(str(comment) if comment else None)
         if owner is not None:
             found.append((str(name), owner))
@@ -329,7 +344,8 @@ def collect_abandoned(conn: AdminConnection, kept_for: float = KEPT_FOR_SECONDS)
 
 @dataclass(frozen=True)
 class Dropped:
-    """A database a collection dropped, and why, in words (``unmocked gc`` prints both)."""
+    """A database (or login role) a collection dropped, and why, in words (``unmocked gc`` prints
+    both)."""
 
     name: str
     why: str
@@ -360,9 +376,33 @@ def collect(conn: AdminConnection, kept_for: float = KEPT_FOR_SECONDS) -> list[D
         for name, owner, why in old_templates(databases, now):
             if drop_template_unless_in_use(conn, name, owner):
                 dropped.append(Dropped(name, why))
+        dropped.extend(_collect_abandoned_roles(conn))
         return dropped
     finally:
         conn.execute("SELECT pg_advisory_unlock(%s, %s)", lock)
+
+
+def _collect_abandoned_roles(conn: AdminConnection) -> list[Dropped]:
+    """Drop the login roles of runs no longer alive (see :mod:`unmocked.roles`); one that still
+    owns objects in a database kept for a failed test stays until that database is gone."""
+    roles = _commented(
+        conn,
+        "SELECT rolname, shobj_description(oid, 'pg_authid') FROM pg_roles "
+        "WHERE rolname LIKE 'unmocked\\_%' ORDER BY rolname",
+    )
+    dropped = []
+    for name, owner in roles:
+        if owner.kind != "role" or not owner.run or run_is_alive(conn, owner.run):
+            continue
+        try:
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
+        except (
+            psycopg.errors.DependentObjectsStillExist,
+            psycopg.errors.InsufficientPrivilege,
+        ):
+            continue
+        dropped.append(Dropped(name, f"login role of run {owner.run}, no longer alive"))
+    return dropped
 
 
 def old_templates(databases: list[tuple[str, Owner]], now: float) -> list[tuple[str, Owner, str]]:

@@ -22,6 +22,9 @@ from unmocked.servers import Server
 from unmocked.templates import Template
 from unmocked.timings import Phases, measured
 
+# Tests named by ``-v``'s summary for the most statements, and again for the most database time.
+HEAVIEST = 5
+
 
 @dataclass
 class Tally:
@@ -45,6 +48,9 @@ class Tally:
     """None while the template was only reused."""
     phases: Phases = field(default_factory=Phases)
     """Time per phase (start, migrate, clone...), shown by ``pytest -v``."""
+    heaviest: list[tuple[str, int, float]] = field(default_factory=list)
+    """``(test, statements, seconds in the database)`` of the tests that sent the most statements
+    and of those that spent the most time on them, :data:`HEAVIEST` of each (``pytest -v``)."""
 
     @property
     def fresh_databases(self) -> int:
@@ -67,6 +73,11 @@ class Tally:
             self.template_build_seconds = template.seconds
             self.phases.record("migrate", template.seconds)
 
+    def note_test(self, test: str, statements: int, seconds: float) -> None:
+        """What one test's code sent, for ``-v``'s heaviest tests."""
+        if statements:
+            self.heaviest = _heaviest([*self.heaviest, (test, statements, seconds)])
+
     def merge(self, other: Tally) -> None:
         """Add another process's tally (an xdist worker's) to this one."""
         self.rollback_tests += other.rollback_tests
@@ -81,6 +92,7 @@ class Tally:
         if other.template_build_seconds is not None:
             self.template_build_seconds = other.template_build_seconds
         self.phases.merge(other.phases)
+        self.heaviest = _heaviest(self.heaviest + other.heaviest)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
@@ -89,6 +101,7 @@ class Tally:
     def from_json(cls, text: str) -> Tally:
         fields = json.loads(text)
         fields["phases"] = Phases(**fields["phases"])
+        fields["heaviest"] = [tuple(test) for test in fields["heaviest"]]
         return cls(**fields)
 
 
@@ -149,11 +162,30 @@ def summary(server: Server, tally: Tally, verbose: bool = False) -> list[str]:
         )
     if verbose and tally.phases.seconds:
         lines.append(f"unmocked: {tally.phases.describe()}")
+    if verbose and tally.heaviest:
+        lines.extend(_heaviest_lines(tally.heaviest))
     account = _account_running(server) if verbose else None
     if account is not None:
         lines.append(
             f"unmocked: PostgreSQL runs as user {account!r}, because it refuses to run as root"
         )
+    return lines
+
+
+def _heaviest(tests: list[tuple[str, int, float]]) -> list[tuple[str, int, float]]:
+    """The :data:`HEAVIEST` tests by statements and the :data:`HEAVIEST` by database time."""
+    by_count = sorted(tests, key=lambda test: (-test[1], test[0]))[:HEAVIEST]
+    by_time = sorted(tests, key=lambda test: (-test[2], test[0]))[:HEAVIEST]
+    return list(dict.fromkeys(by_count + by_time))
+
+
+def _heaviest_lines(tests: list[tuple[str, int, float]]) -> list[str]:
+    lines = ["unmocked: the tests that sent the most statements:"]
+    for test, count, seconds in sorted(tests, key=lambda test: (-test[1], test[0]))[:HEAVIEST]:
+        lines.append(f"  {count:>6}  {test} ({seconds * 1000:.1f} ms in the database)")
+    lines.append("unmocked: the tests whose statements took the most database time:")
+    for test, count, seconds in sorted(tests, key=lambda test: (-test[2], test[0]))[:HEAVIEST]:
+        lines.append(f"  {seconds * 1000:>7.1f} ms  {test} ({_counted(count, 'statement')})")
     return lines
 
 

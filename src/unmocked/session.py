@@ -34,7 +34,7 @@ from typing import TypeVar
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from unmocked import cluster_objects, migrations, ownership, report, templates
+from unmocked import cluster_objects, migrations, ownership, report, roles, templates
 from unmocked.dead_server import DeathNotice
 from unmocked.ended_sessions import EndedSessions
 from unmocked.errors import ConfigurationError, ServerError, UnmockedError, UnmockedWarning
@@ -94,6 +94,8 @@ class UnmockedSession(Closeable):
         self._rollback_database: str | None = None
         self._rollback_connections: dict[type[UnitOfWork], UnitOfWork] = {}
         self._names = itertools.count(1)
+        self._login: roles.LoginRole | None = None
+        """The login role tests' sessions use under ``unmocked_role`` (made on first use)."""
         self._fresh_pool: FreshPool | None = None
         self._pools_like: dict[str, FreshPool] = {}
         """Pools whose databases start as another database of the run was (:meth:`fresh_like`)."""
@@ -278,7 +280,7 @@ class UnmockedSession(Closeable):
             self.tally.phases.record("clone", took[-1])
         self.tally.reset_unavailable = fresh.reset_unavailable
         try:
-            yield with_database(self.server.url, database.name)
+            yield self.as_tests_role(with_database(self.server.url, database.name))
         finally:
             with self._death.guard(test_name), self.tally.database_time():
                 self._reopen_lost_sessions()  # the test may have ended them
@@ -332,6 +334,21 @@ class UnmockedSession(Closeable):
                 stacklevel=3,
             )
 
+    def as_tests_role(self, url: str) -> str:
+        """``url`` logging in as the role tests run as: ``unmocked_role``'s login for the run
+        (see :mod:`unmocked.roles`), made on first use; ``url`` itself without the setting."""
+        if not self.settings.role:
+            return url
+        if self._login is None:
+            self._login = roles.login_as(
+                self.admin,
+                self.settings.role,
+                f"{ownership.PREFIX}{self.run_id}_{next(self._names)}_role",
+                self.run_id,
+                self._describe_server(),
+            )
+        return self._login.url(url)
+
     def rollback_database_url(self) -> str:
         """URL of the database rollback tests share in this process (cloned on first use)."""
         if self._rollback_database is None:
@@ -364,7 +381,7 @@ class UnmockedSession(Closeable):
         ``COMMIT`` on :meth:`rolled_back`'s connection.
         """
         with self._death.guard(test_name):
-            url = self.rollback_database_url()
+            url = self.as_tests_role(self.rollback_database_url())
         self.tally.rollback_tests += 1
         try:
             yield url
@@ -380,7 +397,7 @@ class UnmockedSession(Closeable):
         yield
 
     def _rollback_connection(self, kind: type[C]) -> C:
-        url = self.rollback_database_url()
+        url = self.as_tests_role(self.rollback_database_url())
         conn = self._rollback_connections.get(kind)
         if isinstance(conn, kind) and not conn.broken and not ownership.session_ended(conn.pgconn):
             return conn
@@ -395,7 +412,7 @@ class UnmockedSession(Closeable):
             # Another run's collection dropped it while a test had ended this run's lease.
             self._rollback_database = None
             self._disconnect_rollback_connections()
-            conn = kind.open(self.rollback_database_url())
+            conn = kind.open(self.as_tests_role(self.rollback_database_url()))
         self._rollback_connections[kind] = conn
         return conn
 
@@ -479,6 +496,8 @@ class UnmockedSession(Closeable):
         started = time.perf_counter()
         server = self.server
         built = self.template() if template else None
+        if built is not None:
+            self.as_tests_role(server.url)  # a role the migrations did not make stops the run now
         return report.header(server, built, time.perf_counter() - started)
 
     def summary(self, verbose: bool = False) -> list[str]:
@@ -503,6 +522,8 @@ class UnmockedSession(Closeable):
                         pool.close()
                     if self._rollback_database is not None:
                         self.drop_database(self._rollback_database)
+                    if self._login is not None:
+                        roles.drop_login(self.admin, self.server.url, self._login)
                 except (psycopg.Error, UnmockedError):
                     if self._death.check() is None:
                         raise
@@ -510,6 +531,7 @@ class UnmockedSession(Closeable):
             self._fresh_pool = None
             self._pools_like.clear()
             self._rollback_database = None
+            self._login = None
             for owned in (self._admin, self._lease, self._running):
                 if owned is not None:
                     owned.close()

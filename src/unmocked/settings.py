@@ -86,6 +86,36 @@ OPTIONS: tuple[tuple[str, str, str], ...] = (
         "auto (default): with pytest-django, Django's test databases are clones of unmocked's "
         "template; off: pytest-django sets them up as it does without unmocked.",
     ),
+    (
+        "unmocked_n_plus_one",
+        "UNMOCKED_N_PLUS_ONE",
+        "off, warn (default) or fail: every test whose code sends one SELECT shape "
+        "unmocked_n_plus_one_threshold times or more (an N+1) warns, or fails.",
+    ),
+    (
+        "unmocked_n_plus_one_threshold",
+        "UNMOCKED_N_PLUS_ONE_THRESHOLD",
+        "How often one SELECT shape may run in a test before unmocked_n_plus_one reports it "
+        "(default 5).",
+    ),
+    (
+        "unmocked_indexed_tables",
+        "UNMOCKED_INDEXED_TABLES",
+        "Tables no statement of any test may read in full for want of an index, separated by "
+        "commas or spaces (for example orders, users); reported as unmocked_indexed says.",
+    ),
+    (
+        "unmocked_indexed",
+        "UNMOCKED_INDEXED",
+        "warn (default) or fail: what a statement reading one of unmocked_indexed_tables in "
+        "full does.",
+    ),
+    (
+        "unmocked_role",
+        "UNMOCKED_ROLE",
+        "The application's role, which the migrations create: the tests' sessions run as it "
+        "instead of a superuser, so GRANTs and row-level security act as in production.",
+    ),
 )
 
 # Ten minutes: far beyond the migrations of any test schema seen (seconds, a minute for large
@@ -95,6 +125,8 @@ DEFAULT_BUILD_TIMEOUT = 600.0
 
 ENV_DATABASE_MODES = ("shared", "per-worker")
 DJANGO_MODES = ("auto", "off")
+CHECK_MODES = ("off", "warn", "fail")
+DEFAULT_N_PLUS_ONE_THRESHOLD = 5
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("", "0", "false", "no", "off")
 
@@ -133,6 +165,15 @@ class Settings:
     """Seconds a template build may take (and a run wait for another's); 0 for no limit."""
     django: str = "auto"
     """``auto``: serve pytest-django's databases (see :mod:`unmocked.plugin.django`); ``off``."""
+    n_plus_one: str = "warn"
+    """What a test whose code sends one SELECT shape ``n_plus_one_threshold`` times does:
+    ``off``, ``warn`` or ``fail`` (see :mod:`unmocked.checks.suite`)."""
+    n_plus_one_threshold: int = DEFAULT_N_PLUS_ONE_THRESHOLD
+    indexed_tables: tuple[str, ...] = ()
+    """Tables no test's statement may read in full; reported as :attr:`indexed` says."""
+    indexed: str = "warn"
+    role: str = ""
+    """The role tests' sessions run as (see :mod:`unmocked.roles`); empty: the admin's."""
     cache_dir: Path = field(default_factory=lambda: default_cache_dir(os.environ))
     root_dir: Path = field(default_factory=Path.cwd)
 
@@ -161,6 +202,15 @@ class Settings:
                 f"unmocked_django = {self.django!r}: use auto (unmocked serves pytest-django's "
                 "databases) or off (pytest-django sets them up as without unmocked)."
             )
+        for name, mode, allowed in (
+            ("unmocked_n_plus_one", self.n_plus_one, CHECK_MODES),
+            ("unmocked_indexed", self.indexed, CHECK_MODES[1:]),
+        ):
+            if mode not in allowed:
+                raise ConfigurationError(
+                    f"{name} = {mode!r} is not a mode unmocked knows. Use one of: "
+                    f"{', '.join(allowed)}."
+                )
 
     @classmethod
     def from_values(
@@ -206,6 +256,13 @@ class Settings:
                 f"unmocked_build_timeout = {raw_timeout!r} is not a number of seconds; write "
                 "for example 600 (the default), or 0 for no limit."
             )
+        raw_threshold = pick("unmocked_n_plus_one_threshold", "UNMOCKED_N_PLUS_ONE_THRESHOLD")
+        if raw_threshold and not (raw_threshold.isdigit() and int(raw_threshold) >= 2):
+            raise ConfigurationError(
+                f"unmocked_n_plus_one_threshold = {raw_threshold!r}: write how often one "
+                f"statement shape may run in a test before it is reported, a whole number of 2 "
+                f"or more (default {DEFAULT_N_PLUS_ONE_THRESHOLD})."
+            )
         return cls(
             migrations=pick("unmocked_migrations", "UNMOCKED_MIGRATIONS"),
             provider=provider,
@@ -214,19 +271,25 @@ class Settings:
             server_settings=parse_server_settings(
                 pick("unmocked_server_settings", "UNMOCKED_SERVER_SETTINGS")
             ),
-            extensions=tuple(
-                name
-                for name in re.split(r"[\s,]+", pick("unmocked_extensions", "UNMOCKED_EXTENSIONS"))
-                if name
-            ),
+            extensions=_names(pick("unmocked_extensions", "UNMOCKED_EXTENSIONS")),
             export_env=raw_export in _TRUE,
             env=parse_env_templates(pick("unmocked_env", "UNMOCKED_ENV")),
             env_database=pick("unmocked_env_database", "UNMOCKED_ENV_DATABASE") or "shared",
             build_timeout=build_timeout,
             django=pick("unmocked_django", "UNMOCKED_DJANGO").lower() or "auto",
+            n_plus_one=pick("unmocked_n_plus_one", "UNMOCKED_N_PLUS_ONE").lower() or "warn",
+            n_plus_one_threshold=int(raw_threshold or DEFAULT_N_PLUS_ONE_THRESHOLD),
+            indexed_tables=_names(pick("unmocked_indexed_tables", "UNMOCKED_INDEXED_TABLES")),
+            indexed=pick("unmocked_indexed", "UNMOCKED_INDEXED").lower() or "warn",
+            role=pick("unmocked_role", "UNMOCKED_ROLE"),
             cache_dir=default_cache_dir(env),
             root_dir=root_dir,
         )
+
+
+def _names(text: str) -> tuple[str, ...]:
+    """``"a, b c"`` (commas, spaces or new lines between names) as ``("a", "b", "c")``."""
+    return tuple(name for name in re.split(r"[\s,]+", text) if name)
 
 
 def read_database_url(

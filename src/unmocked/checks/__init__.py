@@ -4,7 +4,9 @@
 - :mod:`~unmocked.checks.drivers`: the driver hooks that feed it;
 - :mod:`~unmocked.checks.shapes`: a statement without its values, for N+1;
 - :mod:`~unmocked.checks.plans`: what a plan says about indexes, on a handful of rows;
-- :mod:`~unmocked.checks.queries`: the ``queries`` fixture's object and its checks.
+- :mod:`~unmocked.checks.explaining`: plans of recorded statements, on unmocked's own connections;
+- :mod:`~unmocked.checks.queries`: the ``queries`` fixture's object and its checks;
+- :mod:`~unmocked.checks.suite`: the suite-wide checks the ini file asks for.
 """
 
 from unmocked.checks.queries import Queries, QueryCheckFailed

@@ -9,20 +9,16 @@ test when it ends, with the statements listed, numbered, each with the line that
 from __future__ import annotations
 
 import collections
-import re
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import psycopg
 
-from unmocked.checks import recording
-from unmocked.checks.plans import Plan, explain
+from unmocked.checks.explaining import Explainer, unindexed
+from unmocked.checks.plans import Plan
 from unmocked.checks.recording import Recorder, Statement, numbered
 from unmocked.checks.shapes import shape
-
-# What EXPLAIN can plan: statements that read tables.
-_EXPLAINABLE = ("select", "with", "update", "delete", "insert", "merge", "table")
 
 
 class QueryCheckFailed(AssertionError):
@@ -38,8 +34,7 @@ class Queries:
         """``prefixes``: the names of the databases watched begin so; ``connect(database)``: a
         connection of unmocked's own to one of them, to explain statements on."""
         self._recorder = Recorder(prefixes)
-        self._connect = connect
-        self._explainers: dict[str, psycopg.Connection[Any]] = {}
+        self._explainer = Explainer(connect)
 
     @property
     def statements(self) -> list[Statement]:
@@ -90,18 +85,9 @@ class Queries:
         ``tables``, or any) because no index serves its filter, join or ordering."""
         with self._block() as block:
             yield block
-        found = []
-        for statement in block.statements:
-            plan = self._plan_of(statement)
-            if plan is None:
-                continue
-            reads = [
-                read for read in plan.full_reads if tables is None or _named(read.table, tables)
-            ]
-            if reads:
-                found.append((statement, reads))
+        found = self._explainer.full_reads(block.statements, tables)
         if found:
-            raise QueryCheckFailed(_unindexed(found, tables))
+            raise QueryCheckFailed(unindexed(found, tables))
 
     def explain(self, sql: str, params: Any = None, database: str | None = None) -> Plan:
         """The plan of ``sql`` on the test's database (the one its last statement went to, unless
@@ -113,42 +99,15 @@ class Queries:
                     "first, or pass database=..."
                 )
             database = self._recorder.statements[-1].database
-        return self._explain(database, sql, params)
+        return self._explainer.explain(database, sql, params)
 
     def close(self) -> None:
-        for conn in self._explainers.values():
-            conn.close()
-        self._explainers.clear()
+        self._explainer.close()
 
     # -- helpers ---------------------------------------------------------------------------
 
     def _block(self) -> AbstractContextManager[Recorder]:
         return Recorder(self._recorder.prefixes).listening()
-
-    def _explain(self, database: str, sql: str, params: Any) -> Plan:
-        """On a connection of unmocked's own to ``database`` (one per database, kept), whose
-        statements are never recorded."""
-        with recording.own_statements():
-            conn = self._explainers.get(database)
-            if conn is None or conn.closed:
-                conn = self._explainers[database] = self._connect(database)
-            return explain(conn, sql, params)
-
-    def _plan_of(self, statement: Statement) -> Plan | None:
-        text = statement.sql.lstrip().lower()
-        if not text.startswith(_EXPLAINABLE) or (
-            text.startswith("insert") and not re.search(r"\bselect\b", text)
-        ):
-            return None  # INSERT ... VALUES, DDL, SET...: no table is read
-        params = statement.params[0] if statement.many and statement.params else statement.params
-        try:
-            return self._explain(statement.database, statement.sql, params)
-        except psycopg.Error:
-            return None  # a temporary table of the test's session, a statement of its own kind...
-
-
-def _named(table: str, tables: list[str] | tuple[str, ...]) -> bool:
-    return table in tables or table.rpartition(".")[2] in tables
 
 
 def _counted(statements: list[Statement], allowed: str) -> str:
@@ -158,37 +117,26 @@ def _counted(statements: list[Statement], allowed: str) -> str:
     )
 
 
+def repeated(statements: list[Statement], threshold: int) -> list[Statement]:
+    """The statements of the shape run most often, when it ran ``threshold`` times or more."""
+    shapes = collections.Counter(shape(statement.sql) for statement in statements)
+    counted = [(count, text) for text, count in shapes.items() if count >= threshold]
+    if not counted:
+        return []
+    _, text = max(counted)
+    return [statement for statement in statements if shape(statement.sql) == text]
+
+
 def n_plus_one(statements: list[Statement], threshold: int) -> str | None:
     """The paragraph naming the most repeated shape run ``threshold`` times or more, or None."""
-    shapes = collections.Counter(shape(statement.sql) for statement in statements)
-    repeated = [(count, text) for text, count in shapes.items() if count >= threshold]
-    if not repeated:
+    same = repeated(statements, threshold)
+    if not same:
         return None
-    count, text = max(repeated)
-    same = [statement for statement in statements if shape(statement.sql) == text]
     lines = collections.Counter(str(s.line) for s in same if s.line is not None)
     where = f", from {lines.most_common(1)[0][0]}" if lines else ""
     return (
-        f"N+1 queries: one statement ran {count} times (the threshold is {threshold}){where}:\n"
-        f"  {text}\n"
+        f"N+1 queries: one statement ran {len(same)} times (the threshold is {threshold})"
+        f"{where}:\n  {shape(same[0].sql)}\n"
         "Load those rows in one statement instead of one per row: a join, an IN list, "
         "selectinload / joinedload (SQLAlchemy), select_related / prefetch_related (Django)."
-    )
-
-
-def _unindexed(found: list[tuple[Statement, list[Any]]], tables: Any) -> str:
-    lines = []
-    for number, (statement, reads) in enumerate(found, 1):
-        sql = " ".join(statement.sql.split())
-        lines.append(f"  {number:>3}. {sql}")
-        if statement.line:
-            lines.append(f"       from {statement.line}")
-        for read in reads:
-            lines.append(f"       reads {read.table} in full: {read.why}")
-    which = f" (of {', '.join(tables)})" if tables else ""
-    return (
-        f"{len(found)} statement{'s' if len(found) != 1 else ''} must read a whole table{which}: "
-        "no index serves their filter, join or ordering, which on production's rows is a "
-        "scan of every row:\n" + "\n".join(lines) + "\nAdd the index the condition needs "
-        "(CREATE INDEX ON table (column)), in a migration."
     )

@@ -1,15 +1,26 @@
-"""The ``queries`` fixture: the statements a test sends to its databases, and checks over them."""
+"""The ``queries`` fixture, the suite's checks from the ini file, and ``-v``'s heaviest tests.
+
+Statements are recorded while a test itself runs (its fixtures' set-up and teardown are not
+counted), for the ``queries`` fixture when the test asks for it, and for the suite's checks
+(:mod:`unmocked.checks.suite`) and the ``-v`` summary when a test asks for a database.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterator
+import warnings
+from collections.abc import Callable, Generator, Iterator
+from contextlib import ExitStack
 from typing import Any
 
 import psycopg
 import pytest
 
 from unmocked import ownership
-from unmocked.checks import Queries, drivers
+from unmocked.checks import Queries, drivers, suite
+from unmocked.checks.explaining import Explainer
+from unmocked.checks.recording import Recorder
+from unmocked.errors import UnmockedWarning
+from unmocked.plugin._shared import SESSION_KEY, asks_for_a_database
 from unmocked.servers import known_state
 from unmocked.session import UnmockedSession
 from unmocked.urls import with_database
@@ -23,13 +34,7 @@ def queries(unmocked_session: UnmockedSession, request: pytest.FixtureRequest) -
     the test runs: ``.statements``, ``.count``, ``.clear()``; the checks ``at_most(n)``,
     ``exactly(n)``, ``no_n_plus_one(threshold)``, ``indexed(tables)``; ``explain(sql)``."""
     drivers.install()
-    server = unmocked_session.server
-
-    def connect(database: str) -> psycopg.Connection[Any]:
-        url = known_state.own_session_conninfo(with_database(server.url, database), server.major)
-        return psycopg.connect(url, autocommit=True)
-
-    recorded = Queries((f"{ownership.PREFIX}{unmocked_session.run_id}_",), connect)
+    recorded = Queries(_watched(unmocked_session), _explaining_connection(unmocked_session))
     request.node.stash[QUERIES_KEY] = recorded
     try:
         yield recorded
@@ -39,9 +44,70 @@ def queries(unmocked_session: UnmockedSession, request: pytest.FixtureRequest) -
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
-    """Record while the test itself runs (its fixtures' set-up and teardown are not counted)."""
+    """Record while the test itself runs; then the suite's checks, when it passed."""
     recorded = item.stash.get(QUERIES_KEY, None)
-    if recorded is None:
-        return (yield)
-    with recorded.recording():
-        return (yield)
+    session = item.config.stash.get(SESSION_KEY, None)
+    verbose = item.config.getoption("verbose") > 0
+    whole_test = None
+    if (
+        session is not None
+        and (verbose or suite.watching(session.settings))
+        and asks_for_a_database(item)
+    ):
+        drivers.install()
+        whole_test = Recorder(_watched(session))
+    with ExitStack() as stack:
+        if recorded is not None:
+            stack.enter_context(recorded.recording())
+        if whole_test is not None:
+            stack.enter_context(whole_test.listening())
+        try:
+            outcome = yield
+        finally:
+            if session is not None and whole_test is not None and verbose:
+                statements = whole_test.statements
+                session.tally.note_test(
+                    item.nodeid, len(statements), sum(s.seconds for s in statements)
+                )
+    if session is not None and whole_test is not None and whole_test.statements:
+        _check_suite(item, session, whole_test)
+    return outcome
+
+
+def _check_suite(item: pytest.Item, session: UnmockedSession, whole_test: Recorder) -> None:
+    """Warn of, or fail the test for, what the suite's checks find in its statements."""
+    explainer = Explainer(_explaining_connection(session))
+    try:
+        found = suite.findings(session.settings, whole_test.statements, explainer)
+    finally:
+        explainer.close()  # its pg_url database ends with the test
+    failures = [finding.message for finding in found if finding.fails]
+    for finding in found:
+        if finding.fails:
+            continue
+        where = finding.line
+        try:
+            warnings.warn_explicit(
+                f"{item.nodeid}: {finding.message}",
+                UnmockedWarning,
+                where.path if where else item.nodeid.partition("::")[0],
+                where.number if where else 0,
+            )
+        except UnmockedWarning as error:  # -W error::unmocked.UnmockedWarning
+            failures.append(str(error))
+    if failures:
+        pytest.fail("\n\n".join(failures), pytrace=False)
+
+
+def _watched(session: UnmockedSession) -> tuple[str, ...]:
+    """The beginnings of the names of the run's databases: the ones statements are kept for."""
+    return (f"{ownership.PREFIX}{session.run_id}_",)
+
+
+def _explaining_connection(session: UnmockedSession) -> Callable[[str], psycopg.Connection[Any]]:
+    def connect(database: str) -> psycopg.Connection[Any]:
+        server = session.server
+        url = known_state.own_session_conninfo(with_database(server.url, database), server.major)
+        return psycopg.connect(url, autocommit=True)
+
+    return connect
