@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -105,6 +106,19 @@ def run_pytest(
 ) -> subprocess.CompletedProcess[str]:
     """A pytest run of its own (a new process, as CI would start it), by :func:`run_to_end`."""
     return run_to_end([*PYTEST_COMMAND, *args], env=env, cwd=cwd, timeout=timeout)
+
+
+def outcomes(report: Path) -> dict[str, tuple[str, str]]:
+    """Each test's outcome in a JUnit XML report (``--junitxml``), by test name: ``passed``,
+    ``failure``, ``error`` (a teardown's error too) or ``skipped``, with its message."""
+    found: dict[str, tuple[str, str]] = {}
+    for case in ET.parse(report).getroot().iter("testcase"):
+        results = [child for child in case if child.tag not in ("system-out", "system-err")]
+        if results:
+            found[case.get("name", "")] = (results[0].tag, results[0].get("message", ""))
+        else:
+            found[case.get("name", "")] = ("passed", "")
+    return found
 
 
 def embedded_env(cache: Path, **extra: str) -> dict[str, str]:

@@ -11,12 +11,11 @@ than returning None.)
 from __future__ import annotations
 
 import os
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
-from helpers import embedded_env, needs_embedded, run_pytest, write_files
+from helpers import embedded_env, needs_embedded, outcomes, run_pytest, write_files
 
 pytestmark = needs_embedded
 
@@ -79,18 +78,6 @@ FILES = {
             raise AssertionError("sa_session was given without SQLAlchemy")
     """,
 }
-
-
-def outcomes(report: Path) -> dict[str, tuple[str, str]]:
-    """Each test's outcome in a JUnit XML report, and the message of a skip or failure."""
-    found: dict[str, tuple[str, str]] = {}
-    for case in ET.parse(report).getroot().iter("testcase"):
-        result = next(iter(case), None)
-        if result is None or result.tag in ("system-out", "system-err"):
-            found[case.get("name", "")] = ("passed", "")
-        else:
-            found[case.get("name", "")] = (result.tag, result.get("message", ""))
-    return found
 
 
 # pytest-django is installed here for the Django tests. It does not itself require Django (Django is
