@@ -4,8 +4,9 @@ After each test that passed, the statements its code sent (as the ``queries`` fi
 are looked at as the settings say:
 
 1. ``unmocked_n_plus_one`` (``warn`` unless ``off``): one ``SELECT`` shape sent
-   ``unmocked_n_plus_one_threshold`` times or more is an N+1. Only reads count: a test that
-   inserts its rows one by one has a loop, not an N+1, and nobody asked for a budget;
+   ``unmocked_n_plus_one_threshold`` times or more is an N+1. Only reads of tables count: a test
+   that inserts its rows one by one, or sets a setting per transaction, has a loop, not an N+1,
+   and nobody asked for a budget;
 2. ``unmocked_indexed_tables``: every statement that must read one of those tables in full is
    explained (see :mod:`unmocked.checks.plans`), and reported as ``unmocked_indexed`` says.
 
@@ -15,6 +16,7 @@ Each finding says the test, the statement and the user's line; the plugin turns 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -23,7 +25,15 @@ from unmocked.checks.queries import n_plus_one, repeated
 from unmocked.checks.recording import Line, Statement
 from unmocked.settings import Settings
 
-_READS = ("select", "with", "table", "(")
+_READS = ("select", "with", "(")
+_FROM = re.compile(r"\bfrom\b", re.IGNORECASE)
+
+
+def _reads_a_table(statement: Statement) -> bool:
+    """A query with a FROM: ``SELECT set_config(...)`` or ``SELECT nextval(...)`` per row is
+    not an N+1, as no rows are loaded."""
+    text = statement.sql.lstrip().lower()
+    return text.startswith("table") or (text.startswith(_READS) and bool(_FROM.search(text)))
 
 
 @dataclass(frozen=True)
@@ -48,7 +58,7 @@ def findings(
     """What the suite's checks find in one test's ``statements``."""
     found = []
     if settings.n_plus_one != "off":
-        reads = [s for s in statements if s.sql.lstrip().lower().startswith(_READS)]
+        reads = [s for s in statements if _reads_a_table(s)]
         same = repeated(reads, settings.n_plus_one_threshold)
         message = n_plus_one(same, settings.n_plus_one_threshold)
         if message:
