@@ -164,3 +164,54 @@ def test_a_bad_value_is_a_clear_error(
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert said in result.stderr.str(), result.stderr.str()
     assert "Traceback" not in result.stderr.str()
+
+
+MARKED = """
+import pytest
+from sqlalchemy import select
+
+from models import User, seed
+
+def lazy_loads(sa_session):
+    seed(sa_session, users=6)
+    sa_session.expire_all()
+    for user in sa_session.execute(select(User)).scalars():
+        len(user.orders)
+
+@pytest.mark.unmocked_n_plus_one("off")
+def test_allowed(sa_session):
+    lazy_loads(sa_session)
+
+@pytest.mark.unmocked_n_plus_one("fail", threshold=3)
+def test_stricter(sa_session):
+    lazy_loads(sa_session)
+
+@pytest.mark.unmocked_n_plus_one("loud")
+def test_misspelt(sa_session):
+    pass
+
+def test_rows_locked_one_call_at_a_time(pg):
+    for _ in range(8):
+        pg.execute("SELECT id FROM users WHERE id = ANY(%s) ORDER BY id FOR UPDATE", ([1, 2],))
+"""
+
+
+def test_a_marker_sets_one_tests_check_and_locking_reads_are_not_n_plus_one(
+    guarded_project: pytest.Pytester, provider: dict[str, str]
+) -> None:
+    if provider["UNMOCKED_PROVIDER"] != "embedded":
+        pytest.skip("the same on every provider: run on the embedded one")
+    guarded_project.makepyfile(test_marked=MARKED)
+    result = guarded_project.runpytest_subprocess(
+        "-p", "no:randomly", "test_marked.py", "--strict-markers"
+    )
+    result.assert_outcomes(passed=2, failed=2)
+    output = result.stdout.str()
+    assert "FAILED test_marked.py::test_stricter" in output
+    assert "the threshold is 3" in output and "(unmocked_n_plus_one = fail)" in output
+    assert (
+        "@pytest.mark.unmocked_n_plus_one: unmocked_n_plus_one = 'loud' is not a mode unmocked "
+        "knows. Use one of: off, warn, fail." in output
+    ), output
+    assert "During handling" not in output
+    assert "UnmockedWarning" not in output, output

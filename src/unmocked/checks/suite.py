@@ -26,13 +26,17 @@ from unmocked.checks.recording import Line, Statement
 from unmocked.settings import Settings
 
 _READS = ("select", "with", "(")
+# A locking read (SELECT ... FOR UPDATE) per call takes locks, it does not load related rows.
+_LOCKING = re.compile(r"\bfor\s+(?:no\s+key\s+)?(?:update|share|key\s+share)\b", re.IGNORECASE)
 _FROM = re.compile(r"\bfrom\b", re.IGNORECASE)
 
 
 def _reads_a_table(statement: Statement) -> bool:
-    """A query with a FROM: ``SELECT set_config(...)`` or ``SELECT nextval(...)`` per row is
-    not an N+1, as no rows are loaded."""
+    """A query with a FROM that takes no lock: ``SELECT set_config(...)`` or ``SELECT
+    nextval(...)`` per row loads no rows, and ``SELECT ... FOR UPDATE`` per call locks them."""
     text = statement.sql.lstrip().lower()
+    if _LOCKING.search(text):
+        return False
     return text.startswith("table") or (text.startswith(_READS) and bool(_FROM.search(text)))
 
 

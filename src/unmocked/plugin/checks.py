@@ -7,6 +7,7 @@ counted), for the ``queries`` fixture when the test asks for it, and for the sui
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Callable, Generator, Iterator
 from contextlib import ExitStack
@@ -19,13 +20,24 @@ from unmocked import ownership
 from unmocked.checks import Queries, drivers, suite
 from unmocked.checks.explaining import Explainer
 from unmocked.checks.recording import Recorder
-from unmocked.errors import UnmockedWarning
+from unmocked.errors import ConfigurationError, UnmockedWarning
 from unmocked.plugin._shared import SESSION_KEY, asks_for_a_database
 from unmocked.servers import known_state
 from unmocked.session import UnmockedSession
+from unmocked.settings import Settings
 from unmocked.urls import with_database
 
 QUERIES_KEY = pytest.StashKey[Queries]()
+
+N_PLUS_ONE_MARKER = "unmocked_n_plus_one"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        f"{N_PLUS_ONE_MARKER}(mode, threshold=None): this test's N+1 check, as the "
+        "unmocked_n_plus_one setting (off, warn or fail) and its threshold say for the suite.",
+    )
 
 
 @pytest.fixture
@@ -49,9 +61,11 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
     session = item.config.stash.get(SESSION_KEY, None)
     verbose = item.config.getoption("verbose") > 0
     whole_test = None
+    settings = None if session is None else _settings_of(item, session)
     if (
         session is not None
-        and (verbose or suite.watching(session.settings))
+        and settings is not None
+        and (verbose or suite.watching(settings))
         and asks_for_a_database(item)
     ):
         drivers.install()
@@ -69,16 +83,18 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
                 session.tally.note_test(
                     item.nodeid, len(statements), sum(s.seconds for s in statements)
                 )
-    if session is not None and whole_test is not None and whole_test.statements:
-        _check_suite(item, session, whole_test)
+    if session is not None and settings is not None and whole_test and whole_test.statements:
+        _check_suite(item, session, settings, whole_test)
     return outcome
 
 
-def _check_suite(item: pytest.Item, session: UnmockedSession, whole_test: Recorder) -> None:
+def _check_suite(
+    item: pytest.Item, session: UnmockedSession, settings: Settings, whole_test: Recorder
+) -> None:
     """Warn of, or fail the test for, what the suite's checks find in its statements."""
     explainer = Explainer(_explaining_connection(session))
     try:
-        found = suite.findings(session.settings, whole_test.statements, explainer)
+        found = suite.findings(settings, whole_test.statements, explainer)
     finally:
         explainer.close()  # its pg_url database ends with the test
     failures = [finding.message for finding in found if finding.fails]
@@ -97,6 +113,24 @@ def _check_suite(item: pytest.Item, session: UnmockedSession, whole_test: Record
             failures.append(str(error))
     if failures:
         pytest.fail("\n\n".join(failures), pytrace=False)
+
+
+def _settings_of(item: pytest.Item, session: UnmockedSession) -> Settings:
+    """The suite's settings, with what the test's ``unmocked_n_plus_one`` marker says instead."""
+    marker = item.get_closest_marker(N_PLUS_ONE_MARKER)
+    if marker is None:
+        return session.settings
+    mode = marker.args[0] if marker.args else marker.kwargs.get("mode", "warn")
+    threshold = marker.kwargs.get("threshold", session.settings.n_plus_one_threshold)
+    try:
+        if not isinstance(threshold, int) or threshold < 2:
+            raise ConfigurationError(f"threshold={threshold!r} is not a whole number of 2 or more.")
+        return dataclasses.replace(
+            session.settings, n_plus_one=mode, n_plus_one_threshold=threshold
+        )
+    except ConfigurationError as error:
+        wrong = str(error)
+    pytest.fail(f"@pytest.mark.{N_PLUS_ONE_MARKER}: {wrong}", pytrace=False)
 
 
 def _watched(session: UnmockedSession) -> tuple[str, ...]:
