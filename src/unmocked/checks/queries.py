@@ -18,7 +18,7 @@ import psycopg
 
 from unmocked.checks import recording
 from unmocked.checks.plans import Plan, explain
-from unmocked.checks.recording import Recorder, Statement, numbered
+from unmocked.checks.recording import Placeholders, Recorder, Statement, numbered
 from unmocked.checks.shapes import shape
 
 # What EXPLAIN can plan: statements that read tables.
@@ -125,14 +125,16 @@ class Queries:
     def _block(self) -> AbstractContextManager[Recorder]:
         return Recorder(self._recorder.prefixes).listening()
 
-    def _explain(self, database: str, sql: str, params: Any) -> Plan:
+    def _explain(
+        self, database: str, sql: str, params: Any, placeholders: Placeholders = "%s"
+    ) -> Plan:
         """On a connection of unmocked's own to ``database`` (one per database, kept), whose
         statements are never recorded."""
         with recording.own_statements():
             conn = self._explainers.get(database)
             if conn is None or conn.closed:
                 conn = self._explainers[database] = self._connect(database)
-            return explain(conn, sql, params)
+            return explain(conn, sql, params, placeholders)
 
     def _plan_of(self, statement: Statement) -> Plan | None:
         text = statement.sql.lstrip().lower()
@@ -142,7 +144,7 @@ class Queries:
             return None  # INSERT ... VALUES, DDL, SET...: no table is read
         params = statement.params[0] if statement.many and statement.params else statement.params
         try:
-            return self._explain(statement.database, statement.sql, params)
+            return self._explain(statement.database, statement.sql, params, statement.placeholders)
         except psycopg.Error:
             return None  # a temporary table of the test's session, a statement of its own kind...
 
