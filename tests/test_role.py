@@ -22,10 +22,10 @@ import pytest
 from conftest import use_migrations
 from helpers import (
     DJANGO_BASE_SETTINGS,
+    ONE_PROVIDER,
     RUNNING_SERVER_URL,
     UNMOCKED_COMMAND,
     query,
-    server_answers,
     write_files,
 )
 
@@ -138,24 +138,18 @@ def test_every_path_runs_as_the_role_and_its_login_is_gone_after(
         assert query(url, f"SELECT count(*) FROM pg_roles WHERE rolname = '{logins.pop()}'") == 0
 
 
-def provider_independent(provider: dict[str, str]) -> None:
-    """What does not depend on the provider runs on one."""
-    if provider["UNMOCKED_PROVIDER"] != "embedded":
-        pytest.skip("the same on every provider: run on the embedded one")
-
-
+@ONE_PROVIDER
 def test_under_xdist_each_worker_runs_as_the_role(
     role_project: pytest.Pytester, provider: dict[str, str]
 ) -> None:
-    provider_independent(provider)
     result = role_project.runpytest_subprocess("-p", "no:randomly", "-n", "2")
     result.assert_outcomes(passed=7, failed=1)
 
 
+@ONE_PROVIDER
 def test_a_role_the_migrations_did_not_create_stops_the_run_with_one_paragraph(
     role_project: pytest.Pytester, provider: dict[str, str]
 ) -> None:
-    provider_independent(provider)
     result = role_project.runpytest_subprocess("-o", "unmocked_role=no_such_role_at_all")
     output = result.stdout.str()
     assert result.ret == pytest.ExitCode.TESTS_FAILED
@@ -164,21 +158,20 @@ def test_a_role_the_migrations_did_not_create_stops_the_run_with_one_paragraph(
     assert "INTERNALERROR" not in output and "Traceback" not in output
 
 
+@ONE_PROVIDER
 def test_a_superuser_role_is_refused(
     role_project: pytest.Pytester, provider: dict[str, str]
 ) -> None:
-    provider_independent(provider)
     result = role_project.runpytest_subprocess("-o", "unmocked_role=postgres")
     if "no role of that name" in result.stdout.str():
         pytest.skip("this server's superuser is not named postgres")
     assert "is a superuser on" in result.stdout.str()
 
 
+@pytest.mark.parametrize("provider", ["url"], indirect=True)  # a server that outlives the run
 def test_a_killed_runs_login_role_is_collected_by_the_next_run(
-    role_project: pytest.Pytester, provider: dict[str, str], tmp_path: Path
+    role_project: pytest.Pytester, tmp_path: Path
 ) -> None:
-    if provider["UNMOCKED_PROVIDER"] != "url" or not server_answers(RUNNING_SERVER_URL):
-        pytest.skip("needs a server that outlives the run: the running server by URL")
     role_project.makepyfile(
         test_killed="""
         import os, signal, psycopg
@@ -228,11 +221,11 @@ class Migration(migrations.Migration):
 """
 
 
+@ONE_PROVIDER
 def test_django_runs_as_the_role(
     provider_project: pytest.Pytester, provider: dict[str, str]
 ) -> None:
     pytest.importorskip("pytest_django")
-    provider_independent(provider)
     settings = DJANGO_BASE_SETTINGS.replace(
         '"django.contrib.auth"]', '"django.contrib.auth", "grants"]'
     ) + (

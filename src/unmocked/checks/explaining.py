@@ -16,7 +16,7 @@ import psycopg
 
 from unmocked.checks import recording
 from unmocked.checks.plans import FullRead, Plan, explain
-from unmocked.checks.recording import Statement
+from unmocked.checks.recording import Placeholders, Statement
 
 # What EXPLAIN can plan: statements that read tables.
 _EXPLAINABLE = ("select", "with", "update", "delete", "insert", "merge", "table")
@@ -29,12 +29,14 @@ class Explainer:
         self._connect = connect
         self._connections: dict[str, psycopg.Connection[Any]] = {}
 
-    def explain(self, database: str, sql: str, params: Any = None) -> Plan:
+    def explain(
+        self, database: str, sql: str, params: Any = None, placeholders: Placeholders = "%s"
+    ) -> Plan:
         with recording.own_statements():
             conn = self._connections.get(database)
             if conn is None or conn.closed:
                 conn = self._connections[database] = self._connect(database)
-            return explain(conn, sql, params)
+            return explain(conn, sql, params, placeholders)
 
     def plan_of(self, statement: Statement) -> Plan | None:
         """The plan of a recorded statement, or None for one that reads no table or cannot be
@@ -46,7 +48,7 @@ class Explainer:
             return None  # INSERT ... VALUES, DDL, SET...: no table is read
         params = statement.params[0] if statement.many and statement.params else statement.params
         try:
-            return self.explain(statement.database, statement.sql, params)
+            return self.explain(statement.database, statement.sql, params, statement.placeholders)
         except psycopg.Error:
             return None  # a temporary table of the test's session, a statement of its own kind...
 

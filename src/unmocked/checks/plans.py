@@ -25,6 +25,8 @@ from typing import Any
 
 import psycopg
 
+from unmocked.checks.recording import Placeholders
+
 _SCAN_OF_INDEX = ("Index Scan", "Index Only Scan", "Bitmap Index Scan")
 _JOINS = ("Nested Loop", "Hash Join", "Merge Join")
 _PASS_THROUGH = ("Hash", "Materialize", "Sort", "Incremental Sort", "Memoize", "Gather")
@@ -57,17 +59,24 @@ class Plan:
         return "\n".join(_lines(self.json[0]["Plan"], 0))
 
 
-def explain(conn: psycopg.Connection[Any], sql: str, params: Any = None) -> Plan:
+def explain(
+    conn: psycopg.Connection[Any],
+    sql: str,
+    params: Any = None,
+    placeholders: Placeholders = "%s",
+) -> Plan:
     """Explain ``sql`` (with ``params``, or as a generic plan on PostgreSQL 16+ when it has
     placeholders and none are given) on ``conn``, with sequential scans off. Nothing is run:
-    ``EXPLAIN`` without ``ANALYZE`` only plans."""
+    ``EXPLAIN`` without ``ANALYZE`` only plans. ``placeholders``: ``$1`` for asyncpg's text."""
     options = "FORMAT JSON"
     if params is None and re.search(r"\$\d+", sql) and conn.info.server_version >= 160000:
         options += ", GENERIC_PLAN"
-    with conn.transaction(force_rollback=True):
+    # RawCursor: PostgreSQL's own $1 placeholders, as asyncpg sent them.
+    cursor = psycopg.RawCursor(conn) if placeholders == "$1" else conn.cursor()
+    with conn.transaction(force_rollback=True), cursor:
         # A test holding a lock never hangs us.
         conn.execute("SET LOCAL enable_seqscan = off; SET LOCAL lock_timeout = '2s'")
-        row = conn.execute(f"EXPLAIN ({options}) {sql}", params).fetchone()
+        row = cursor.execute(f"EXPLAIN ({options}) {sql}", params).fetchone()
     document: list[dict[str, Any]] = row[0] if row else []  # psycopg loads EXPLAIN's json
     leading = _leading_columns(conn, document)
     return Plan(sql, document, tuple(_full_reads(document[0]["Plan"], leading)))

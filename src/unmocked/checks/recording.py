@@ -1,8 +1,8 @@
 """Every statement code sends to a database of this run, as the driver sent it, with the line of
 the code that sent it.
 
-Statements are taken where every path meets: the driver. The driver hooks
-(:mod:`unmocked.checks.drivers`) hand each statement to :func:`note` while at least one
+Statements are taken where every path meets: the driver (psycopg 3, asyncpg, psycopg2). The
+driver hooks (:mod:`unmocked.checks.drivers`) hand each statement to :func:`note` while at least one
 :class:`Recorder` listens, and cost one check of a global otherwise. Only statements to databases
 whose names begin with a prefix some listening recorder watches (this run's databases) are kept:
 unmocked's own sessions to the server's maintenance database never are, and its own statements in
@@ -26,7 +26,11 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any
+from typing import Any, Literal
+
+Placeholders = Literal["%s", "$1"]
+"""How a statement's text holds its parameters: ``%s`` or ``%(name)s`` (psycopg, psycopg2), or
+PostgreSQL's own ``$1`` (asyncpg)."""
 
 _OWN = contextvars.ContextVar("unmocked_own_statements", default=False)
 
@@ -63,12 +67,13 @@ class Statement:
     seconds: float = 0.0
     many: int | None = None
     """For ``executemany``: how many parameter sets one call sent."""
+    placeholders: Placeholders = "%s"
 
     def __str__(self) -> str:
         return self.sql
 
 
-@dataclass
+@dataclass(eq=False)  # two recorders are never the same one, whatever they hold
 class Recorder:
     """Statements to databases whose names begin with one of ``prefixes``, in order, while
     listening."""
@@ -103,6 +108,7 @@ def note(
     seconds: float,
     line: Line | None,
     many: int | None = None,
+    placeholders: Placeholders = "%s",
 ) -> None:
     """Keep one statement for each recorder that watches ``database``."""
     if line is SETTING_UP:
@@ -111,7 +117,7 @@ def note(
     for recorder in list(_listening):
         if database.startswith(recorder.prefixes):
             if statement is None:
-                statement = Statement(sql, params, database, line, seconds, many)
+                statement = Statement(sql, params, database, line, seconds, many, placeholders)
             recorder.statements.append(statement)
 
 

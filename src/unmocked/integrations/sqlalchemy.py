@@ -10,17 +10,20 @@ asyncio with asyncpg: unmocked cannot drive asyncpg's connection, so it uses SQL
 recipe instead: the connection opens an outer transaction, the session joins it with a savepoint
 per unit of work (``join_transaction_mode="create_savepoint"``), and the outer transaction is
 rolled back after the test. A hook makes the session's ``commit()`` check deferred constraints, as
-the psycopg path does.
+the psycopg path does. Those savepoints and checks stand for the unit of work's ``BEGIN`` and
+``COMMIT``: the ``queries`` fixture never counts them (a savepoint the test's code asks for
+inside, with ``begin_nested()``, it does).
 """
 
 from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from unmocked.checks import recording
 from unmocked.isolation import (
     CHECK_DEFERRED_CONSTRAINTS,
     AsyncRollbackConnection,
@@ -135,8 +138,40 @@ def _asyncpg_engine(url: str) -> AsyncEngine:
         from sqlalchemy.pool import NullPool
 
         engine = create_async_engine(with_driver(url, "asyncpg"), poolclass=NullPool)
+        _own_the_joining_savepoints(engine.sync_engine.dialect)
         _asyncpg_engines[url] = engine
     return engine
+
+
+def _own_the_joining_savepoints(dialect: Any) -> None:
+    """Send the savepoint a session makes to join the outer transaction, and its release or
+    rollback, as unmocked's own statements: they are the unit of work's ``BEGIN`` and ``COMMIT``.
+
+    The joining savepoint is the one made while the connection has none (a ``begin_nested()``
+    inside the session makes one under it); its name is remembered for its end.
+    """
+
+    def owned(method: Callable[[Any, str], None], starts: bool) -> Callable[[Any, str], None]:
+        def do(connection: Any, name: str) -> None:
+            joining = connection.info.setdefault(_JOINING, set())
+            if starts and not connection.in_nested_transaction():
+                joining.add(name)
+            if name not in joining:
+                method(connection, name)
+                return
+            if not starts:
+                joining.discard(name)
+            with recording.own_statements():
+                method(connection, name)
+
+        return do
+
+    dialect.do_savepoint = owned(dialect.do_savepoint, starts=True)
+    dialect.do_release_savepoint = owned(dialect.do_release_savepoint, starts=False)
+    dialect.do_rollback_to_savepoint = owned(dialect.do_rollback_to_savepoint, starts=False)
+
+
+_JOINING = "unmocked_joining_savepoints"
 
 
 class AsyncSessions:
@@ -182,4 +217,5 @@ def _check_deferred_constraints(session: Session) -> None:
     from sqlalchemy import text
 
     session.flush()
-    session.connection().execute(text(CHECK_DEFERRED_CONSTRAINTS.decode()))
+    with recording.own_statements():  # what COMMIT does: not a statement of the test's
+        session.connection().execute(text(CHECK_DEFERRED_CONSTRAINTS.decode()))

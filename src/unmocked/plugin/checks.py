@@ -54,6 +54,14 @@ def queries(unmocked_session: UnmockedSession, request: pytest.FixtureRequest) -
         recorded.close()
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Hook the drivers before the first test when a collected one asks for ``queries``:
+    psycopg2's connections are hooked as they are made, and Django's or a pool's may be made by
+    an earlier test or fixture."""
+    if any("queries" in getattr(item, "fixturenames", ()) for item in session.items):
+        drivers.install()
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
     """Record while the test itself runs; then the suite's checks, when it passed."""
