@@ -55,10 +55,18 @@ def queries(unmocked_session: UnmockedSession, request: pytest.FixtureRequest) -
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Hook the drivers before the first test when a collected one asks for ``queries``:
-    psycopg2's connections are hooked as they are made, and Django's or a pool's may be made by
-    an earlier test or fixture."""
-    if any("queries" in getattr(item, "fixturenames", ()) for item in session.items):
+    """Hook the drivers before the first test when a collected one will be recorded (it asks
+    for ``queries``, or for a database while the suite's checks or ``-v`` watch): psycopg2's
+    connections are hooked as they are made, and Django's or a pool's may be made by an earlier
+    test or fixture."""
+    unmocked = session.config.stash.get(SESSION_KEY, None)
+    watching = unmocked is not None and (
+        suite.watching(unmocked.settings) or session.config.getoption("verbose") > 0
+    )
+    if any(
+        "queries" in getattr(item, "fixturenames", ()) or (watching and asks_for_a_database(item))
+        for item in session.items
+    ):
         drivers.install()
 
 
