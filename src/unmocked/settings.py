@@ -86,6 +86,12 @@ OPTIONS: tuple[tuple[str, str, str], ...] = (
         "auto (default): with pytest-django, Django's test databases are clones of unmocked's "
         "template; off: pytest-django sets them up as it does without unmocked.",
     ),
+    (
+        "unmocked_leaks",
+        "UNMOCKED_LEAKS",
+        "Connections a pg_url test leaves open to its database (ended either way): warn "
+        "(default) names them in a warning, fail errors the test at teardown, off does not look.",
+    ),
 )
 
 # Ten minutes: far beyond the migrations of any test schema seen (seconds, a minute for large
@@ -95,6 +101,7 @@ DEFAULT_BUILD_TIMEOUT = 600.0
 
 ENV_DATABASE_MODES = ("shared", "per-worker")
 DJANGO_MODES = ("auto", "off")
+LEAKS_MODES = ("off", "warn", "fail")
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("", "0", "false", "no", "off")
 
@@ -133,6 +140,9 @@ class Settings:
     """Seconds a template build may take (and a run wait for another's); 0 for no limit."""
     django: str = "auto"
     """``auto``: serve pytest-django's databases (see :mod:`unmocked.plugin.django`); ``off``."""
+    leaks: str = "warn"
+    """``warn``, ``fail`` or ``off``: what connections a ``pg_url`` test left open to its database
+    give (see :mod:`unmocked.fresh.leaks`)."""
     cache_dir: Path = field(default_factory=lambda: default_cache_dir(os.environ))
     root_dir: Path = field(default_factory=Path.cwd)
 
@@ -160,6 +170,12 @@ class Settings:
             raise ConfigurationError(
                 f"unmocked_django = {self.django!r}: use auto (unmocked serves pytest-django's "
                 "databases) or off (pytest-django sets them up as without unmocked)."
+            )
+        if self.leaks not in LEAKS_MODES:
+            raise ConfigurationError(
+                f"unmocked_leaks = {self.leaks!r}: use warn (the default: a warning names the "
+                "connections a pg_url test left open), fail (the test errors at its teardown) or "
+                "off (no look)."
             )
 
     @classmethod
@@ -224,6 +240,7 @@ class Settings:
             env_database=pick("unmocked_env_database", "UNMOCKED_ENV_DATABASE") or "shared",
             build_timeout=build_timeout,
             django=pick("unmocked_django", "UNMOCKED_DJANGO").lower() or "auto",
+            leaks=pick("unmocked_leaks", "UNMOCKED_LEAKS").lower() or "warn",
             cache_dir=default_cache_dir(env),
             root_dir=root_dir,
         )

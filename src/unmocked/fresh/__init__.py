@@ -6,7 +6,9 @@ name each time, while the next test runs on another one:
 1. :mod:`~unmocked.fresh.pool`: :class:`FreshPool`, the databases one process holds, each at a
    named :class:`Stage` of its life (in use, resetting, ready; kept for a failed test; dropped);
 2. :mod:`~unmocked.fresh.reset`: the machinery installed in the copy of the template they are cloned
-   from (``reset.sql``), and the non-blocking driver that runs the reset.
+   from (``reset.sql``), and the non-blocking driver that runs the reset;
+3. :mod:`~unmocked.fresh.leaks`: the connections the code under test left open to its database as
+   its test ended, said in one paragraph (``unmocked_leaks``).
 
 The whole life of one database is drawn in docs/design.md.
 """
