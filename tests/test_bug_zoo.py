@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 
 from helpers import embedded_env, needs_embedded, outcomes, run_pytest
-from unmocked.settings import OPTIONS
 
 pytestmark = needs_embedded
 
@@ -35,11 +34,6 @@ UNMOCKED = [
     "test_unmocked_each_tenant_owes_the_sum_of_its_own_invoices",
     "test_unmocked_the_account_page_shows_the_users_profile",
 ]
-
-
-def needs_setting(name: str) -> pytest.MarkDecorator:
-    exists = any(key == name for key, _, _ in OPTIONS)
-    return pytest.mark.skipif(not exists, reason=f"{name} is not in unmocked yet (issue 12)")
 
 
 def run_zoo(version: str, tmp_path_factory: pytest.TempPathFactory, cache: Path) -> dict:
@@ -100,7 +94,6 @@ def test_a_lookup_no_index_serves_is_caught_by_indexed(buggy: dict) -> None:
     )
 
 
-@needs_setting("unmocked_leaks")
 def test_a_connection_left_open_on_an_error_path_is_caught_by_unmocked_leaks(
     buggy: dict,
 ) -> None:
@@ -113,7 +106,6 @@ def test_a_connection_left_open_on_an_error_path_is_caught_by_unmocked_leaks(
     )
 
 
-@needs_setting("unmocked_role")
 def test_code_a_row_level_security_policy_breaks_is_caught_by_unmocked_role(buggy: dict) -> None:
     # Billed 0: the policy hid the rows of the tenant the code did not name.
     assert_caught(
@@ -124,7 +116,6 @@ def test_code_a_row_level_security_policy_breaks_is_caught_by_unmocked_role(bugg
     )
 
 
-@needs_setting("unmocked_role")
 def test_a_privilege_the_role_lacks_is_caught_by_unmocked_role(buggy: dict) -> None:
     assert_caught(
         buggy,

@@ -10,7 +10,8 @@ carries a password (see :func:`unmocked.urls.redact`). Code raises the most spec
         ├── ServerError           no PostgreSQL server could be found or started
         ├── MigrationError        the migrations failed while building a template; nothing cached
         ├── MigrationCheckError   the Alembic migrations are not ready to ship (check_migrations)
-        └── DatabaseError         a database unmocked manages could not be made, cloned or dropped
+        ├── DatabaseError         a database unmocked manages could not be made, cloned or dropped
+        └── LeakError             a pg_url test left connections open (unmocked_leaks = fail)
 
     UserWarning
     └── UnmockedWarning           every warning unmocked emits; -W error::unmocked.UnmockedWarning
@@ -52,6 +53,11 @@ class MigrationCheckError(UnmockedError):
 
 class DatabaseError(UnmockedError):
     """A database unmocked manages could not be created, cloned or dropped."""
+
+
+class LeakError(UnmockedError):
+    """A ``pg_url`` test left connections to its database open, and ``unmocked_leaks`` is
+    ``fail``; unmocked ended them."""
 
 
 class UnmockedWarning(UserWarning):

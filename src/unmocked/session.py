@@ -35,6 +35,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from unmocked import cluster_objects, migrations, ownership, report, roles, templates
+from unmocked.checks import leaks
 from unmocked.dead_server import DeathNotice
 from unmocked.ended_sessions import EndedSessions
 from unmocked.errors import ConfigurationError, ServerError, UnmockedError, UnmockedWarning
@@ -253,6 +254,7 @@ class UnmockedSession(Closeable):
         test_name: str = "",
         keep_if: Callable[[], bool] = lambda: False,
         like: str | None = None,
+        report_leaks: bool = False,
     ) -> Iterator[str]:
         """Yield the URL of a database in the template's state that no other test sees (in the
         state of the database ``like`` names, with ``like`` from :meth:`fresh_like`).
@@ -263,6 +265,11 @@ class UnmockedSession(Closeable):
         :data:`~unmocked.fresh.pool.KEEP_AT_MOST` per process), until ``unmocked gc`` or a run a
         day later drops it. Roles, databases, tablespaces and settings the test left on the whole
         server cannot be undone inside a database: a warning names them.
+
+        With ``report_leaks`` (``pg_url``'s), the connections the test left open to the database
+        are named as the ``unmocked_leaks`` setting says: in a warning, or in a
+        :class:`~unmocked.errors.LeakError` raised once the database is released or kept (see
+        :mod:`unmocked.checks.leaks`); they are ended either way.
         """
         took: list[float] = []
 
@@ -282,9 +289,13 @@ class UnmockedSession(Closeable):
         try:
             yield self.as_tests_role(with_database(self.server.url, database.name))
         finally:
+            left: list[leaks.LeftSession] = []
             with self._death.guard(test_name), self.tally.database_time():
                 self._reopen_lost_sessions()  # the test may have ended them
+                if report_leaks and self.settings.leaks != "off":
+                    left = leaks.sessions_left(self.admin, database.oid)
                 if keep_if():
+                    leaks.end(self.admin, left)  # a released database's go with the others
                     kept, appeared = fresh.keep(database, test_name)
                     if kept is None:
                         self.tally.kept_discarded += 1
@@ -295,6 +306,8 @@ class UnmockedSession(Closeable):
                         appeared = fresh.release(database)
             self._warn_of_cluster_objects(appeared, test_name)
             self._ended_sessions.tell(test_name)
+            if left:  # last: under -W error the warning raises, and the database is done by then
+                leaks.report(left, test_name, fail=self.settings.leaks == "fail")
 
     def expect_databases(self, beginnings: Collection[str]) -> None:
         """Databases whose names begin so are made for the run by a framework (Django's

@@ -116,6 +116,12 @@ OPTIONS: tuple[tuple[str, str, str], ...] = (
         "The application's role, which the migrations create: the tests' sessions run as it "
         "instead of a superuser, so GRANTs and row-level security act as in production.",
     ),
+    (
+        "unmocked_leaks",
+        "UNMOCKED_LEAKS",
+        "Connections a pg_url test leaves open to its database (ended either way): warn "
+        "(default) names them in a warning, fail errors the test at teardown, off does not look.",
+    ),
 )
 
 # Ten minutes: far beyond the migrations of any test schema seen (seconds, a minute for large
@@ -174,6 +180,9 @@ class Settings:
     indexed: str = "warn"
     role: str = ""
     """The role tests' sessions run as (see :mod:`unmocked.roles`); empty: the admin's."""
+    leaks: str = "warn"
+    """``warn``, ``fail`` or ``off``: what connections a ``pg_url`` test left open to its database
+    give (see :mod:`unmocked.checks.leaks`)."""
     cache_dir: Path = field(default_factory=lambda: default_cache_dir(os.environ))
     root_dir: Path = field(default_factory=Path.cwd)
 
@@ -205,6 +214,7 @@ class Settings:
         for name, mode, allowed in (
             ("unmocked_n_plus_one", self.n_plus_one, CHECK_MODES),
             ("unmocked_indexed", self.indexed, CHECK_MODES[1:]),
+            ("unmocked_leaks", self.leaks, CHECK_MODES),
         ):
             if mode not in allowed:
                 raise ConfigurationError(
@@ -282,6 +292,7 @@ class Settings:
             indexed_tables=_names(pick("unmocked_indexed_tables", "UNMOCKED_INDEXED_TABLES")),
             indexed=pick("unmocked_indexed", "UNMOCKED_INDEXED").lower() or "warn",
             role=pick("unmocked_role", "UNMOCKED_ROLE"),
+            leaks=pick("unmocked_leaks", "UNMOCKED_LEAKS").lower() or "warn",
             cache_dir=default_cache_dir(env),
             root_dir=root_dir,
         )

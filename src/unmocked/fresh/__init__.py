@@ -8,6 +8,8 @@ name each time, while the next test runs on another one:
 2. :mod:`~unmocked.fresh.reset`: the machinery installed in the copy of the template they are cloned
    from (``reset.sql``), and the non-blocking driver that runs the reset.
 
+What the code under test left connected as its test ended is said by :mod:`unmocked.checks.leaks`.
+
 The whole life of one database is drawn in docs/design.md.
 """
 

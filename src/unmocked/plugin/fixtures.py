@@ -89,12 +89,15 @@ def pg_url(unmocked_session: UnmockedSession, request: pytest.FixtureRequest) ->
     run DDL outside a transaction (``CREATE INDEX CONCURRENTLY``) or test locks
     (``FOR UPDATE SKIP LOCKED``). No other test sees what this one did: the database is put back
     to the template's state (or dropped) afterwards, unless the test failed: then it is kept for
-    ``unmocked psql NAME``, as the run's summary says.
+    ``unmocked psql NAME``, as the run's summary says. Connections the test leaves open to it
+    are named in a warning (``unmocked_leaks``).
     """
     node = request.node
     with (
         reported_as_failures(),
-        unmocked_session.fresh_database(node.nodeid, keep_if=lambda: _failed(node)) as url,
+        unmocked_session.fresh_database(
+            node.nodeid, keep_if=lambda: _failed(node), report_leaks=True
+        ) as url,
     ):
         yield url
 

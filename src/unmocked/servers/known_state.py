@@ -5,7 +5,8 @@ PostgreSQL keeps them for every later session, across restarts, so one test coul
 run's sessions read-only or time them out. Four parts of unmocked deal with them:
 
 1. unmocked's own sessions (admin, lease, reset) connect with :data:`OWN_SESSION_SETTINGS` in their
-   connection options (:func:`own_session_conninfo`, :func:`connect`), which win over all three;
+   connection options (:func:`own_session_conninfo`, :func:`connect`), which win over all three,
+   and as :data:`OWN_APPLICATION_NAME`, which tells them from the code under test's;
 2. a server unmocked owns is put back to its known state every time it starts (:func:`restore`):
    no ``ALTER SYSTEM`` entries, no settings of the admin role, of every role (``ALTER ROLE ALL``)
    or of the maintenance databases, and a maintenance database that refuses connections takes them
@@ -43,6 +44,10 @@ OWN_SESSION_SETTINGS = (
     (14, "idle_session_timeout", "0"),
     (17, "transaction_timeout", "0"),
 )
+
+# The application_name of unmocked's own sessions: how pg_stat_activity tells them from the
+# sessions of the code under test (see unmocked.checks.leaks).
+OWN_APPLICATION_NAME = "unmocked"
 
 # Each setting of pg_db_role_setting as the statement that made it, and the one that undoes it.
 SETTINGS_MADE = """
@@ -97,9 +102,14 @@ def own_session_options(major: int, options: str = "") -> str:
 
 def own_session_conninfo(url: str, major: int) -> str:
     """``url`` as a libpq connection string for a session of unmocked's own (see
-    :data:`OWN_SESSION_SETTINGS`); the URL's own ``options`` are kept, ours come after."""
+    :data:`OWN_SESSION_SETTINGS`), named :data:`OWN_APPLICATION_NAME`; the URL's own ``options``
+    are kept, ours come after."""
     options = conninfo_to_dict(url).get("options") or ""
-    return make_conninfo(url, options=own_session_options(major, str(options)))
+    return make_conninfo(
+        url,
+        options=own_session_options(major, str(options)),
+        application_name=OWN_APPLICATION_NAME,
+    )
 
 
 def connect(url: str, major: int, **kwargs: Any) -> psycopg.Connection[tuple[Any, ...]]:

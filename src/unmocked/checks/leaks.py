@@ -1,0 +1,148 @@
+"""Connections the code under test left open to its ``pg_url`` database, found as its test ends.
+
+A connection never closed, an engine never disposed or a pool kept for the app's lifetime passes a
+test and then exhausts ``max_connections``, or holds its locks while idle in a transaction, in a
+longer suite or in production. The pool ends every session of a released database anyway (see
+:mod:`unmocked.fresh.pool`), so the next test starts clean; this module says which there were:
+
+1. :func:`sessions_left` reads ``pg_stat_activity`` for the database's OID in one small query,
+   leaving out unmocked's own sessions (named
+   :data:`~unmocked.servers.known_state.OWN_APPLICATION_NAME`, such as the ``queries`` fixture's
+   explaining connection) and the admin session itself;
+2. a session its client closed a moment ago stays listed until its backend has exited (a few
+   milliseconds): what the first look finds is looked at again, for up to
+   :data:`CLOSING_SECONDS`, and only what stays is reported. A clean test pays the one query;
+3. :func:`end` ends the sessions left on a database kept for a failed test (a released database's
+   go with it);
+4. :func:`report` says them in one paragraph (:func:`described`): the warning of
+   ``unmocked_leaks = warn``, the :class:`~unmocked.errors.LeakError` of ``fail``.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from unmocked.checks.shapes import shape
+from unmocked.errors import LeakError, UnmockedWarning
+from unmocked.ownership import AdminConnection, age_in_words
+from unmocked.servers.known_state import OWN_APPLICATION_NAME
+
+# How long a session found at the end of a test may take to go before it counts as left open: its
+# backend exits a few milliseconds after the client closed it (4 ms at most over 200 closes on an
+# idle machine), later on a loaded one. Only a test that really leaks waits this long.
+CLOSING_SECONDS = 0.1
+
+# Characters of the last statement shown per connection.
+STATEMENT_CHARS = 60
+
+# Client backends only: autovacuum and parallel workers also connect to the database.
+_SESSIONS_LEFT = f"""
+SELECT pid, application_name, coalesce(state, ''),
+       extract(epoch FROM clock_timestamp() - coalesce(state_change, backend_start))::float8,
+       coalesce(query, '')
+  FROM pg_stat_activity
+ WHERE datid = %s AND pid <> pg_backend_pid() AND backend_type = 'client backend'
+   AND application_name IS DISTINCT FROM '{OWN_APPLICATION_NAME}'
+ ORDER BY backend_start, pid
+"""
+
+
+@dataclass(frozen=True)
+class LeftSession:
+    """A session of the code under test still connected to its database as the test ended."""
+
+    pid: int
+    application_name: str
+    state: str
+    """``pg_stat_activity.state``: ``idle``, ``idle in transaction``, ``active``...; empty when
+    the admin role may not see it."""
+    seconds: float
+    """How long it has been in that state."""
+    statement: str
+    """Its last statement (the one running, when ``active``), as the server shows it."""
+
+
+def sessions_left(admin: AdminConnection, oid: int) -> list[LeftSession]:
+    """The sessions of the code under test still connected to the database ``oid``, oldest
+    first; those on their way out are waited for (at most :data:`CLOSING_SECONDS`)."""
+    found = _look(admin, oid)  # as the test left them: their states and ages are these
+    staying = {session.pid for session in found}
+    deadline = time.monotonic() + CLOSING_SECONDS
+    pause = 0.001
+    while staying and time.monotonic() < deadline:
+        time.sleep(pause)
+        pause = min(pause * 2, 0.02)
+        staying &= {session.pid for session in _look(admin, oid)}
+    return [session for session in found if session.pid in staying]
+
+
+def end(admin: AdminConnection, sessions: Sequence[LeftSession]) -> None:
+    """End ``sessions`` (without waiting for them to go)."""
+    if sessions:
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid",
+            ([session.pid for session in sessions],),
+        )
+
+
+def report(sessions: Sequence[LeftSession], test_name: str, fail: bool) -> None:
+    """Say :func:`described` in an :class:`~unmocked.errors.UnmockedWarning`, or with ``fail``
+    raise it as a :class:`~unmocked.errors.LeakError`; for the end of a ``fresh_database`` block,
+    whose caller the warning points at."""
+    if fail:
+        raise LeakError(described(sessions, test_name))
+    warnings.warn(described(sessions, test_name), UnmockedWarning, stacklevel=4)
+
+
+def described(sessions: Sequence[LeftSession], test_name: str) -> str:
+    """One paragraph: which connections ``test_name`` left open, and what to do about them."""
+    alike: dict[tuple[str, str, str], list[LeftSession]] = {}
+    for session in sessions:
+        key = (session.application_name, session.state, _shortened(session.statement))
+        alike.setdefault(key, []).append(session)
+    phrases = [
+        (f"{len(group)} with " if len(group) > 1 else "")
+        + _phrase(*key, max(session.seconds for session in group))
+        for key, group in alike.items()
+    ]
+    shown = ", ".join(phrases[:5]) + (f", and {len(phrases) - 5} more" if len(phrases) > 5 else "")
+    connections = "1 connection" if len(sessions) == 1 else f"{len(sessions)} connections"
+    return (
+        f"{test_name or 'a test'} left {connections} open to its database: {shown}. unmocked "
+        "ended them, so the next test starts clean. Close what the test opens (with "
+        "psycopg.connect(pg_url) as conn:), dispose an SQLAlchemy engine made per test "
+        "(engine.dispose()), and close a pool the app keeps for its lifetime at the end of the "
+        "test or give it NullPool in tests (see unmocked_leaks)."
+    )
+
+
+def _look(admin: AdminConnection, oid: int) -> list[LeftSession]:
+    rows = admin.execute(_SESSIONS_LEFT, (oid,)).fetchall()
+    return [
+        LeftSession(int(str(pid)), str(name or ""), str(state), float(str(seconds)), str(statement))
+        for pid, name, state, seconds, statement in rows
+    ]
+
+
+def _shortened(statement: str) -> str:
+    """``statement`` without its values (see :func:`~unmocked.checks.shapes.shape`), cut short."""
+    text = shape(statement)
+    if len(text) > STATEMENT_CHARS:
+        text = text[: STATEMENT_CHARS - 1].rstrip() + "…"
+    return text
+
+
+def _phrase(application_name: str, state: str, statement: str, seconds: float) -> str:
+    """``application_name 'app' (idle in transaction for 1.2 s, since: UPDATE ...)``."""
+    who = f"application_name {application_name!r}" if application_name else "no application_name"
+    if seconds < 1:
+        how_long = f"{seconds * 1000:.0f} ms"
+    else:
+        how_long = f"{seconds:.1f} s" if seconds < 60 else age_in_words(seconds)
+    state_for = f"{state or 'state not visible to unmocked'} for {how_long}"
+    if not statement:
+        return f"{who} ({state_for})"
+    return f"{who} ({state_for}, {'running' if state == 'active' else 'since'}: {statement})"
