@@ -119,6 +119,8 @@ def _counted(statements: list[Statement], allowed: str) -> str:
 
 def repeated(statements: list[Statement], threshold: int) -> list[Statement]:
     """The statements of the shape run most often, when it ran ``threshold`` times or more."""
+    if len(statements) < threshold:
+        return []
     shapes = collections.Counter(shape(statement.sql) for statement in statements)
     counted = [(count, text) for text, count in shapes.items() if count >= threshold]
     if not counted:

@@ -8,6 +8,7 @@ collapses to one, so one ``selectinload`` query for 3 or 300 parents is one shap
 
 from __future__ import annotations
 
+import functools
 import re
 
 _PATTERNS = [
@@ -23,6 +24,7 @@ _LIST = re.compile(r"\(\s*\?(?:\s*,\s*\?)+\s*\)")  # (?, ?, ?) -> (?)
 _ARRAY = re.compile(r"ARRAY\[\s*\?(?:\s*,\s*\?)*\s*\]", re.I)
 
 
+@functools.lru_cache(maxsize=4096)  # a suite sends the same few hundred texts again and again
 def shape(sql: str) -> str:
     """``sql`` without its values, in one line: equal for statements that differ only in them."""
     text = sql
