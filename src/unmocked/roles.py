@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
@@ -29,7 +28,7 @@ from unmocked import ownership
 from unmocked.errors import ConfigurationError
 from unmocked.ownership import AdminConnection, Owner
 from unmocked.servers import known_state
-from unmocked.urls import DatabaseURL, with_database
+from unmocked.urls import DatabaseURL, with_credentials, with_database
 
 
 @dataclass(frozen=True)
@@ -45,10 +44,7 @@ class LoginRole:
 
     def url(self, url: str) -> DatabaseURL:
         """``url`` (same server and database) logging in as this role."""
-        parts = urlsplit(url)
-        where = parts.netloc.rpartition("@")[2]
-        credentials = f"{quote(self.name, safe='')}:{quote(self.password, safe='')}"
-        return DatabaseURL(urlunsplit(parts._replace(netloc=f"{credentials}@{where}")))
+        return with_credentials(url, self.name, self.password)
 
 
 def login_as(admin: AdminConnection, role: str, name: str, run_id: str, server: str) -> LoginRole:

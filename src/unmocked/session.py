@@ -350,9 +350,13 @@ class UnmockedSession(Closeable):
     def as_tests_role(self, url: str) -> str:
         """``url`` logging in as the role tests run as: ``unmocked_role``'s login for the run
         (see :mod:`unmocked.roles`), made on first use; ``url`` itself without the setting."""
-        if not self.settings.role:
-            return url
-        if self._login is None:
+        login = self._tests_login()
+        return url if login is None else login.url(url)
+
+    def _tests_login(self) -> roles.LoginRole | None:
+        """``unmocked_role``'s login role for this process, made on first use; None without the
+        setting."""
+        if self.settings.role and self._login is None:
             self._login = roles.login_as(
                 self.admin,
                 self.settings.role,
@@ -360,7 +364,7 @@ class UnmockedSession(Closeable):
                 self.run_id,
                 self._describe_server(),
             )
-        return self._login.url(url)
+        return self._login
 
     def rollback_database_url(self) -> str:
         """URL of the database rollback tests share in this process (cloned on first use)."""
@@ -510,7 +514,7 @@ class UnmockedSession(Closeable):
         server = self.server
         built = self.template() if template else None
         if built is not None:
-            self.as_tests_role(server.url)  # a role the migrations did not make stops the run now
+            self._tests_login()  # a role the migrations did not make stops the run now
         return report.header(server, built, time.perf_counter() - started)
 
     def summary(self, verbose: bool = False) -> list[str]:

@@ -133,6 +133,14 @@ def local_url(host: str, port: int, user: str, password: str, database: str = "p
     )
 
 
+def with_credentials(url: str, user: str, password: str) -> DatabaseURL:
+    """Return ``url`` (same server, database and options) logging in as ``user``."""
+    parts = urlsplit(url)
+    where = parts.netloc.rpartition("@")[2]
+    credentials = f"{quote(user, safe='')}:{quote(password, safe='')}"
+    return DatabaseURL(urlunsplit(parts._replace(netloc=f"{credentials}@{where}")))
+
+
 def with_driver(url: str, driver: str) -> DatabaseURL:
     """Return ``url`` with an SQLAlchemy driver in its scheme: ``postgresql+psycopg://...``."""
     parts = urlsplit(url)

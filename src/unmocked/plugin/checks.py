@@ -75,15 +75,12 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
     """Record while the test itself runs; then the suite's checks, when it passed."""
     recorded = item.stash.get(QUERIES_KEY, None)
     session = item.config.stash.get(SESSION_KEY, None)
+    if session is None:  # -p no:unmocked's sessions, or a configure that failed
+        return (yield)
     verbose = item.config.getoption("verbose") > 0
+    settings = _settings_of(item, session)
     whole_test = None
-    settings = None if session is None else _settings_of(item, session)
-    if (
-        session is not None
-        and settings is not None
-        and (verbose or suite.watching(settings))
-        and asks_for_a_database(item)
-    ):
+    if (verbose or suite.watching(settings)) and asks_for_a_database(item):
         drivers.install()
         whole_test = Recorder(_watched(session))
     with ExitStack() as stack:
@@ -94,12 +91,12 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
         try:
             outcome = yield
         finally:
-            if session is not None and whole_test is not None and verbose:
+            if whole_test is not None and verbose:
                 statements = whole_test.statements
                 session.tally.note_test(
                     item.nodeid, len(statements), sum(s.seconds for s in statements)
                 )
-    if session is not None and settings is not None and whole_test and whole_test.statements:
+    if whole_test is not None and whole_test.statements:
         _check_suite(item, session, settings, whole_test)
     return outcome
 
@@ -157,7 +154,6 @@ def _watched(session: UnmockedSession) -> tuple[str, ...]:
 def _explaining_connection(session: UnmockedSession) -> Callable[[str], psycopg.Connection[Any]]:
     def connect(database: str) -> psycopg.Connection[Any]:
         server = session.server
-        url = known_state.own_session_conninfo(with_database(server.url, database), server.major)
-        return psycopg.connect(url, autocommit=True)
+        return known_state.connect(with_database(server.url, database), server.major)
 
     return connect
