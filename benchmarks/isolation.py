@@ -29,8 +29,9 @@ run is done with a few tests and with many: the difference of the test-loop time
 difference in test count is the cost of one more test, free of start-up and of session fixtures;
 what is left of the small run's wall time is the start-up. The loop times are used because Python's
 start-up alone varies by a second on a busy machine, which would drown a cost of a millisecond per
-test. A mode's two runs follow each other, the modes take turns within each repeat, and the median
-over the repeats is kept, so that a slow moment of a shared machine spoils one figure, not all.
+test. A mode's two runs follow each other, the modes take turns within each repeat (in reverse order
+every other repeat, so that each pair of peers is seen in both orders), and the median over the
+repeats is kept, so that a slow moment of a shared machine spoils one figure, not all.
 Before every run the server writes out its dirty pages (``CHECKPOINT``), so that no mode pays for
 what the previous one wrote. One untimed run of each mode first warms caches and lets unmocked
 build its template, which a project pays once, not per run.
@@ -84,7 +85,7 @@ class Mode:
     """More lines of its ``pytest.ini``."""
 
 
-MODES = (  # peers back to back: a mode's figure depends a little on the one before it
+MODES = (  # peers back to back, in both orders (see measure())
     Mode("bare", "suite_bare.py", None),
     Mode("shared", "suite_shared.py", None),
     Mode("pg", "suite_unmocked_pg.py", "unmocked.plugin", peer="pg-unchecked", floor="shared"),
@@ -288,7 +289,9 @@ def measure(
 
     A mode's small and large runs follow each other, so that the pair sees the same load on a
     shared machine; the modes take turns within each repeat, so that a slow minute lands on one
-    repeat of every mode rather than on all repeats of one.
+    repeat of every mode rather than on all repeats of one, and every other repeat takes them in
+    reverse order, so that no mode always runs after the same other one (a run leaves the server
+    busy for a while after its writes, and the next mode pays for it).
     """
     env = environment(target)
     folders = {mode.name: lay_out_mode(mode, target, workspace) for mode in modes}
@@ -297,7 +300,7 @@ def measure(
     timings: dict[str, dict[int, list[Run]]] = {mode.name: {n: [] for n in sizes} for mode in modes}
     with psycopg.connect(target.admin_url, autocommit=True) as admin:
         for round_number in range(1, repeat + 1):
-            for mode in modes:
+            for mode in modes if round_number % 2 else modes[::-1]:
                 for tests in sizes:
                     checkpoint(admin)
                     run = run_mode(mode, folders[mode.name], tests, env)

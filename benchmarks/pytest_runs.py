@@ -78,19 +78,21 @@ def timed_run(
     account: str | None = None,
     interpreter: str = sys.executable,
     during: Callable[[subprocess.Popen[str]], None] | None = None,
+    wrapper: Sequence[str] = (),
 ) -> Run:
     """Time one pytest run with ``BENCH_TESTS=tests``; raise unless all ``expected`` tests passed.
 
     ``account`` runs it as that user (PostgreSQL's own tools refuse to run as root), with
     ``interpreter`` (a Python that user may execute); ``during`` is called with the running
-    process, for samplers that watch it, and must return once it ends.
+    process, for samplers that watch it, and must return once it ends; ``wrapper`` is a command
+    that runs the interpreter (valgrind, to count its instructions).
     """
     loop_file = folder / "loop-seconds.txt"
     span_folder = folder / "spans"
     loop_file.unlink(missing_ok=True)
     shutil.rmtree(span_folder, ignore_errors=True)
     span_folder.mkdir()
-    command = [interpreter, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+    command = [*wrapper, interpreter, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
     for plugin in plugins:
         command += ["-p", plugin]
     run_env = {

@@ -198,10 +198,11 @@ def test_a_killed_runs_login_role_is_collected_by_the_next_run(
         text=True,
         capture_output=True,
     )
-    assert f"dropped {login}: login role of run" in collected.stdout, collected
+    # Gone, by this gc or by a run of another test that started meanwhile (under -n 2 the other
+    # worker's runs collect what crashed runs left on this server as well): either is the next run.
     assert (
         query(RUNNING_SERVER_URL, f"SELECT count(*) FROM pg_roles WHERE rolname = '{login}'") == 0
-    )
+    ), collected.stdout
 
 
 DJANGO_GRANTS = f"""

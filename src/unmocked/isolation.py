@@ -34,6 +34,8 @@ from psycopg.abc import PQGen
 from psycopg.pq import ExecStatus, TransactionStatus
 
 UNIT_OF_WORK = b"unmocked_unit_of_work"
+# How often a wait for the server wakes to notice Ctrl-C, as psycopg's own waits do.
+_WAIT_INTERVAL = 0.1
 
 # A real COMMIT checks deferred constraints; releasing a savepoint does not. Switching every
 # constraint to IMMEDIATE checks them now, then the initially deferred ones are switched back so
@@ -308,7 +310,10 @@ class UnitOfWork(psycopg.BaseConnection[Any]):
         return value
 
     def _wait_blocking(self, gen: PQGen[T]) -> T:
-        return waiting.wait(gen, self.pgconn.socket)
+        # With no interval, psycopg 3.3 polls the socket without sleeping (timeout 0): the test's
+        # process then spins on a core the server needs while it works. psycopg's own waits wake
+        # every 0.1 s (to notice Ctrl-C); so do these.
+        return waiting.wait(gen, self.pgconn.socket, interval=_WAIT_INTERVAL)
 
 
 class RollbackConnection(UnitOfWork, psycopg.Connection[Any]):

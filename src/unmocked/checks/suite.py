@@ -35,9 +35,8 @@ def _reads_a_table(statement: Statement) -> bool:
     """A query with a FROM that takes no lock: ``SELECT set_config(...)`` or ``SELECT
     nextval(...)`` per row loads no rows, and ``SELECT ... FOR UPDATE`` per call locks them."""
     text = statement.sql.lstrip().lower()
-    if _LOCKING.search(text):
-        return False
-    return text.startswith("table") or (text.startswith(_READS) and bool(_FROM.search(text)))
+    reads = text.startswith("table") or (text.startswith(_READS) and bool(_FROM.search(text)))
+    return reads and not _LOCKING.search(text)
 
 
 @dataclass(frozen=True)
@@ -61,7 +60,8 @@ def findings(
 ) -> list[Finding]:
     """What the suite's checks find in one test's ``statements``."""
     found = []
-    if settings.n_plus_one != "off":
+    # Fewer statements than the threshold cannot hold an N+1: most tests, checked for nothing.
+    if settings.n_plus_one != "off" and len(statements) >= settings.n_plus_one_threshold:
         reads = [s for s in statements if _reads_a_table(s)]
         same = repeated(reads, settings.n_plus_one_threshold)
         message = n_plus_one(same, settings.n_plus_one_threshold)

@@ -54,7 +54,9 @@ def timed(
         if not recording.anyone_listens() or (own and own(sys._getframe(1).f_code.co_filename)):
             return method(self, *args, **kwargs)
         line = recording.caller_line()
-        args, kwargs, count = _listed(args, kwargs, many)
+        count = None
+        if many is not None:
+            args, kwargs, count = _listed(args, kwargs, many)
         what = sent(self, args, kwargs)
         started = time.perf_counter()
         try:
@@ -75,7 +77,9 @@ def timed_async(
         if not recording.anyone_listens() or (own and own(sys._getframe(1).f_code.co_filename)):
             return await method(self, *args, **kwargs)
         line = recording.caller_line()
-        args, kwargs, count = _listed(args, kwargs, many)
+        count = None
+        if many is not None:
+            args, kwargs, count = _listed(args, kwargs, many)
         what = sent(self, args, kwargs)
         started = time.perf_counter()
         try:
@@ -138,6 +142,7 @@ def copy_statement(
 def _listed(
     args: tuple[Any, ...], kwargs: dict[str, Any], many: Many | None
 ) -> tuple[tuple[Any, ...], dict[str, Any], int | None]:
+    """The call's arguments with its parameter sets in a list, and how many there are."""
     if many is None:
         return args, kwargs, None
     if len(args) > many.position:

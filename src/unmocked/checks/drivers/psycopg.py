@@ -16,7 +16,6 @@ from psycopg import sql
 from unmocked.checks.drivers._hooks import (
     Many,
     Sent,
-    argument,
     at_call,
     hook,
     timed,
@@ -39,14 +38,17 @@ def install() -> None:
 
 
 def _sent(cursor: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Sent:
-    query = argument(args, kwargs, 0, "query")
-    if isinstance(query, bytes):
+    # Runs for every statement: arguments taken here rather than through _hooks.argument.
+    query = args[0] if args else kwargs.get("query")
+    if type(query) is str:  # the usual case, before the slower checks of an ABC
+        text = query
+    elif isinstance(query, bytes):
         text = query.decode("utf-8", "replace")
     elif isinstance(query, sql.Composable):
         text = query.as_string(cursor)
     else:
         text = str(query)
-    params = argument(args, kwargs, 1, "params")
+    params = args[1] if len(args) > 1 else kwargs.get("params")
     if params is None:
         params = kwargs.get("params_seq")
     db = cursor.connection.pgconn.db
