@@ -17,6 +17,7 @@ import sys
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -489,7 +490,7 @@ EMBEDDED_18 = Installation("embedded", Path("/wheel/bin"), 18, frozenset({"citex
 LOCAL_15 = Installation("local", Path("/usr/lib/postgresql/15/bin"), 15, frozenset({"citext"}))
 
 
-def advice(name: str, needs: Sequence[str], found: Sequence[Installation], **settings: str) -> str:
+def advice(name: str, needs: Sequence[str], found: Sequence[Installation], **settings: Any) -> str:
     """What ``why_unavailable`` says for installations this machine may not have."""
     return why_unavailable(name, needs, Settings(**settings), "18.1", found=found)
 
@@ -538,4 +539,15 @@ def test_a_url_server_without_postgis_is_pointed_at_its_package_and_a_docker_ima
         "Install postgis on that server (apt-get install postgresql-18-postgis-3), or point "
         "UNMOCKED_DATABASE_URL at a server that has it, or unset it and use a Docker image with "
         "it, e.g. postgis/postgis:18-3.x, with unmocked_provider = docker."
+    )
+
+
+def test_a_major_no_installation_here_is_of_is_its_server_package_for_contrib() -> None:
+    message = advice("citext", [], [EMBEDDED_18, LOCAL_15], provider="local", pg_version=17)
+
+    assert message.endswith(
+        "No installation of PostgreSQL 17 here has citext (only the embedded PostgreSQL 18 and "
+        "the machine's PostgreSQL 15). To get citext: install PostgreSQL 17's server (apt-get "
+        "install postgresql-17); use a Docker image with it, e.g. postgres:17, with "
+        "unmocked_provider = docker; or set UNMOCKED_DATABASE_URL to a server that has citext."
     )

@@ -294,7 +294,9 @@ def _where_to_get(
             if any(inst.lacks([need]) for inst in found)
             for holders in [_holders(need, found)]
         ]
-        summary = f"No one installation {here} has {them} ({'; '.join(each)})"
+        summary = f"No one installation {here} has {them}" + (
+            f" ({'; '.join(each)})" if each else ""
+        )
     wheel = next((inst for inst in found if inst.provider == "embedded"), None)
     beyond_pip = wheel.lacks(needs) if wheel else []
     if beyond_pip:
@@ -328,10 +330,22 @@ def _local_way(
         way = f"add {_and(missing)} to {best.describe(where=False)} ({commands})"
     else:
         major = wanted or max((inst.major for inst in found), default=None)
-        packaged = [need for need in needs if need == name or need in _PACKAGES]
-        commands = "; ".join(_package(each, major) for each in packaged)
         server = f"PostgreSQL {major}'s server" if major else "PostgreSQL's server"
-        way = f"install {server} with {_and(packaged)} ({commands})"
+        # The server's package has contrib's: those of no known package an installation here
+        # has (when none is here, those of no known package are taken for contrib's).
+        known = {each for inst in found for each in inst.offered or ()}
+        packaged = [
+            need
+            for need in needs
+            if need in _PACKAGES or (known and need not in known | _WITH_THE_SERVER)
+        ]
+        commands = "; ".join(_package(each, major) for each in packaged)
+        version = str(major) if major is not None else "<major>"
+        way = (
+            f"install {server} with {_and(packaged)} ({commands})"
+            if packaged
+            else f"install {server} (apt-get install postgresql-{version})"
+        )
     if settings.provider == "auto":
         return f"{way}, and unmocked_provider = auto starts it"
     if settings.provider == "local":
@@ -349,7 +363,8 @@ def _docker_way(needs: Sequence[str], major: int | None, wheel: Installation | N
     plain = all(need in _IMAGES or need in _WITH_THE_SERVER or need in contrib for need in needs)
     example = ""
     if plain and len(images) <= 1:
-        example = f", e.g. {(images.pop() if images else 'postgres:{major}').format(major=version)}"
+        image = next(iter(images), "postgres:{major}")
+        example = f", e.g. {image.format(major=version)}"
     what = "it" if len(needs) == 1 else _and(needs) if len(needs) == 2 else "them all"
     return f"use a Docker image with {what}{example}, with unmocked_provider = docker"
 
