@@ -27,6 +27,7 @@ from unmocked import ownership, servers
 from unmocked.servers import RunningServer, binaries
 from unmocked.servers._as_root import service_account
 from unmocked.servers._slots import data_root
+from unmocked.servers.extensions import Installation, installations
 from unmocked.settings import Settings
 from unmocked.urls import with_database
 
@@ -199,6 +200,12 @@ def write_files(folder: Path, files: Mapping[str, str]) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(textwrap.dedent(text).lstrip())
     return folder
+
+
+def first_local_with(names: Sequence[str]) -> Installation | None:
+    """The machine's binaries auto moves to for ``names``: the newest that has every one."""
+    local = [inst for inst in installations() if inst.provider == "local"]
+    return next((inst for inst in local if not inst.lacks(names)), None)
 
 
 def is_running(pid: int) -> bool:

