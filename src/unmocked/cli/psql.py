@@ -21,7 +21,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from unmocked import ownership
 from unmocked.errors import DatabaseError
-from unmocked.servers import Server, binaries
+from unmocked.servers import Server, binaries, wheels
 from unmocked.session import UnmockedSession
 from unmocked.settings import Settings
 from unmocked.urls import with_database
@@ -78,7 +78,8 @@ def _psql(server: Server, settings: Settings) -> str:
     """The psql next to the binaries unmocked runs the server from, else the one on PATH."""
     bindir: Path | None = None
     if server.provider == "embedded":
-        bindir = binaries.embedded_bindir()
+        wheel = wheels.of_distribution(server.distribution, server.major)
+        bindir = wheel.bindir if wheel else None
     elif server.provider == "local":
         bindirs = binaries.local_bindirs(settings.pg_version)
         bindir = bindirs[0] if bindirs else None

