@@ -1,4 +1,4 @@
-"""How a PostgreSQL server comes to exist: found by URL, or started from binaries.
+"""How a PostgreSQL server comes to exist: found by URL, started from binaries or in a container.
 
 :func:`start` walks the provider chain the settings ask for and returns a :class:`RunningServer`,
 which owns whatever it started and stops it on :meth:`RunningServer.close`. Nothing here knows about
@@ -41,6 +41,8 @@ class Server:
     reason: str | None = None
     """Why the run uses this server and not the one it would by default, in one line for the
     run's header: ``uuid-ossp is not in the embedded PostgreSQL 18: using the machine's ...``."""
+    image: str | None = None
+    """The Docker image a ``docker`` server's container runs, as named: ``postgres:17``."""
 
     def __post_init__(self) -> None:
         # A DatabaseURL's repr hides the password: pytest prints pg_server.url for a failed test.
@@ -52,12 +54,14 @@ class Server:
         return redact(f"{type(self).__name__}({shown})")
 
     def describe(self) -> str:
-        """One line for people: ``PostgreSQL 18.6 (embedded, /dev/shm)``.
+        """One line for people: ``PostgreSQL 18.6 (embedded, /dev/shm)``, ``PostgreSQL 15.18
+        (docker postgres:15)``.
 
         Data in RAM is said as ``/dev/shm``: the rest of that path says nothing to people, and
         ``pg_server.data_dir`` and ``unmocked status`` give it whole.
         """
-        how = ", unmocked up" if self.detached else ""
+        how = f" {self.image}" if self.image else ""
+        how += ", unmocked up" if self.detached else ""
         where = ""
         if self.data_dir is not None:
             in_ram = self.data_dir.parts[:3] == ("/", "dev", "shm")
@@ -125,9 +129,9 @@ def start(settings: Settings) -> RunningServer:
     """Find or start the server the settings ask for, trying providers in the ``auto`` order.
 
     The order is ``UNMOCKED_DATABASE_URL``, the server ``unmocked up`` started (when it fits the
-    settings), the embedded wheel, the machine's binaries. Raises :class:`ServerError` naming every
-    provider tried and why it could not be used, and :class:`ConfigurationError` for a server
-    given by URL that is not of ``unmocked_pg_version``.
+    settings), the embedded wheel, the machine's binaries, a Docker container. Raises
+    :class:`ServerError` naming every provider tried and why it could not be used, and
+    :class:`ConfigurationError` for a server given by URL that is not of ``unmocked_pg_version``.
     """
     if settings.provider in ("auto", "url") and settings.database_url:
         from unmocked.servers import existing
@@ -192,6 +196,13 @@ def start_from_binaries(settings: Settings, detached: bool = False) -> RunningSe
             "on PATH, in `pg_config --bindir` or under /usr/lib/postgresql/*/bin "
             "(apt-get install postgresql, or brew install postgresql)"
         )
+    docker_note = None
+    if settings.provider in ("auto", "docker"):
+        running_or_why = _from_docker(settings, detached)
+        if isinstance(running_or_why, RunningServer):
+            return running_or_why
+        docker_note = running_or_why
+        attempts.append(f"docker: {docker_note}")
     if wanted is not None:
         install = (
             f"PostgreSQL {wanted}'s server (apt-get install postgresql-{wanted}, or brew install "
@@ -206,7 +217,7 @@ def start_from_binaries(settings: Settings, detached: bool = False) -> RunningSe
             f"unmocked_pg_version = {wanted}, but unmocked_provider = {settings.provider} has no "
             f"PostgreSQL {wanted} here. Found: {'; '.join(other_majors) or 'none'}. {get_it}, "
             "set UNMOCKED_DATABASE_URL to a server of that version, or set unmocked_pg_version "
-            "to a version found."
+            "to a version found." + (f" Docker: {docker_note}" if docker_note else "")
         )
     if settings.provider == "auto":
         attempts.append("url: UNMOCKED_DATABASE_URL is not set")
@@ -215,6 +226,33 @@ def start_from_binaries(settings: Settings, detached: bool = False) -> RunningSe
         + "\n  - ".join(attempts)
         + "\nInstall one of these, or set UNMOCKED_DATABASE_URL to a server you run."
     )
+
+
+def _from_docker(settings: Settings, detached: bool) -> RunningServer | str:
+    """A container for the run (see :mod:`.containers`), or, under ``auto``, why there is none.
+
+    Under ``auto`` Docker comes after the pip and local sources and is passed over in silence
+    (the reason goes in the error's "Tried:" list) when it cannot serve; with
+    ``unmocked_provider = docker`` its error is the run's.
+    """
+    from unmocked.servers import containers
+
+    if detached:
+        why = (
+            "`unmocked up` keeps no container (yet): with unmocked_provider = docker each run "
+            "starts and removes its own"
+        )
+        if settings.provider == "docker":
+            raise ServerError(f"{why}. Run the tests without `unmocked up`.")
+        return why
+    try:
+        return _in_known_state(containers.start_container(settings))
+    except containers.Unavailable as error:
+        if settings.provider == "docker":
+            raise containers.Unavailable(
+                f"unmocked_provider = docker, but {str(error).rstrip('.')}."
+            ) from None
+        return str(error)
 
 
 def _for_extensions(settings: Settings, embedded: Path) -> tuple[Path, str] | None:
