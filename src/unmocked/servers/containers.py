@@ -184,6 +184,29 @@ def engine() -> Any:
     return client
 
 
+def describe_engine(settings: Settings) -> str:
+    """One line for ``unmocked doctor``: the engine, its PostgreSQL images and the one a run
+    would use; or why there is none."""
+    try:
+        client = engine()
+    except Unavailable as error:
+        return str(error)
+    return (
+        f"engine at {_where()}, images {_postgres_images(client)}; a run uses {image_for(settings)}"
+    )
+
+
+def _postgres_images(client: Any) -> str:
+    """The engine's images whose names say postgres or postgis, for people."""
+    found = sorted(
+        tag
+        for image in client.images.list()
+        for tag in image.tags
+        if "postgres" in tag or "postgis" in tag
+    )
+    return ", ".join(found) or "none named postgres or postgis"
+
+
 def collect_abandoned(client: Any) -> list[str]:
     """Remove the containers of this account and machine whose process is provably gone; return a
     line for each (``unmocked gc`` prints them)."""
@@ -245,17 +268,16 @@ def _image(client: Any, name: str) -> Any:
 
     def pull() -> None:
         try:
-            pulled["image"] = client.images.pull(name)
+            # A client of its own: one that outlives the wait must not share our connections.
+            pulled["image"] = docker.from_env(timeout=PULL_TIMEOUT).images.pull(name)
         except Exception as error:
             pulled["error"] = error
 
     # In a thread: the SDK bounds each read, not the whole pull, which a slow registry can drag
-    # out for good. A pull that outlives us goes on in the engine, which is harmless.
+    # out for good. A pull that outlives the wait goes on in the engine, which is harmless.
     puller = threading.Thread(target=pull, name="unmocked-docker-pull", daemon=True)
-    client.api.timeout = PULL_TIMEOUT
     puller.start()
     puller.join(PULL_TIMEOUT)
-    client.api.timeout = CALL_TIMEOUT
     if "image" in pulled:
         return pulled["image"]
     failed = (
@@ -263,17 +285,10 @@ def _image(client: Any, name: str) -> Any:
         if "error" in pulled
         else f"pulling it did not finish within {PULL_TIMEOUT:.0f} seconds"
     )
-    here = sorted(
-        tag
-        for found in client.images.list()
-        for tag in found.tags
-        if "postgres" in tag or "postgis" in tag
-    )
     raise Unavailable(
         f"the Docker engine at {_where()} has no image {name}, and {failed}. Pull or build it "
         f"(docker pull {name}), or set unmocked_image to an image the engine has "
-        f"({', '.join(here) or 'it has no postgres or postgis image'}) and unmocked_pg_version "
-        "to its major."
+        f"({_postgres_images(client)}) and unmocked_pg_version to its major."
     )
 
 
