@@ -78,9 +78,9 @@ def start_container(settings: Settings) -> RunningServer:
     """
     client = engine()
     with_labels = {OWNER: owner(), PID: str(os.getpid()), PID_STARTED: process_started(os.getpid())}
-    collect_abandoned(client)
     image_name = image_for(settings)
     image = _image(client, image_name)
+    collect_abandoned(client)  # a run that starts one cleans up after the runs that died
     run = new_run_id()
     secret = secrets.token_urlsafe(24)
     env = _environment(image)
@@ -106,7 +106,7 @@ def start_container(settings: Settings) -> RunningServer:
     except Exception as error:  # the SDK's APIError, or requests' for an engine that went away
         raise ServerError(
             f"The Docker engine at {_where()} could not start a container from {image_name}: "
-            f"{error}"
+            f"{_short(error)}"
         ) from None
     running = ContainerServer(container)
     try:
