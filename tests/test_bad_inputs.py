@@ -17,8 +17,10 @@ import pytest
 from psycopg import sql
 
 from helpers import RUNNING_SERVER_URL, a_role_of_its_own, server_answers, write_files
+from unmocked import servers
 from unmocked.errors import ServerError
 from unmocked.servers import binaries, existing, wheels
+from unmocked.settings import Settings
 
 PYTEST_INI = "[pytest]\nasyncio_default_fixture_loop_scope = function\n"
 USES_THE_DATABASE = "def test_uses_the_database(pg):\n    pg.execute('SELECT 1')\n"
@@ -380,10 +382,18 @@ def test_pg_version_no_provider_has_is_an_error_naming_the_versions_there_are(
     default_provider.makeini(f"{PYTEST_INI}unmocked_pg_version = {wanted}\n")
     default_provider.makepyfile(USES_THE_DATABASE)
     switch = " and unmocked_provider = auto" if provider_name == "embedded" else ""
+    docker_switch = "" if provider_name == "auto" else " and unmocked_provider = docker"
     get_it = (
         f"apt-get install postgresql-{wanted} (or brew install postgresql@{wanted}; the machine's "
-        f"binaries{switch})"
+        f"binaries{switch}); or docker pull postgres:{wanted} (a Docker engine{docker_switch})"
     )
+
+    # auto tries Docker last, and says why it could not serve (no SDK, no engine, no image).
+    docker = servers._from_docker(Settings(provider="auto", pg_version=wanted), False)
+    if isinstance(docker, servers.RunningServer):
+        docker.close()
+        pytest.skip(f"Docker serves PostgreSQL {wanted} here: {docker.server.describe()}")
+    docker_note = f" Docker: {docker}" if provider_name == "auto" else ""
 
     result = default_provider.runpytest("-p", "no:randomly")
 
@@ -393,5 +403,5 @@ def test_pg_version_no_provider_has_is_an_error_naming_the_versions_there_are(
         f"unmocked_pg_version = {wanted}, but unmocked_provider = {provider_name} has no "
         f"PostgreSQL {wanted} here. Found: {'; '.join(there) or 'none'}. To get {wanted}: "
         f"{get_it}; or set UNMOCKED_DATABASE_URL to a server of that version, or "
-        "unmocked_pg_version to a version found.",
+        f"unmocked_pg_version to a version found.{docker_note}",
     )

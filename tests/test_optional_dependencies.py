@@ -20,7 +20,7 @@ from helpers import embedded_env, needs_embedded, outcomes, run_pytest, write_fi
 pytestmark = needs_embedded
 
 # The optional frameworks, by top-level import name (factory_boy imports as ``factory``).
-BLOCKED = ("sqlalchemy", "django", "alembic", "asyncpg", "sqlmodel", "factory")
+BLOCKED = ("sqlalchemy", "django", "alembic", "asyncpg", "sqlmodel", "factory", "docker")
 
 SITECUSTOMIZE = f"""
 import sys

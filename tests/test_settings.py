@@ -32,6 +32,14 @@ def test_defaults_are_an_empty_schema_on_a_server_found_automatically() -> None:
         ("unmocked_migrations", "UNMOCKED_MIGRATIONS", "db", "sql", "migrations", "db"),
         ("unmocked_provider", "UNMOCKED_PROVIDER", "local", "embedded", "provider", "local"),
         ("unmocked_pg_version", "UNMOCKED_PG_VERSION", "17", "15", "pg_version", 17),
+        (
+            "unmocked_image",
+            "UNMOCKED_IMAGE",
+            "postgis/postgis:17-3.5",
+            "postgres:16",
+            "image",
+            "postgis/postgis:17-3.5",
+        ),
     ],
 )
 def test_flag_beats_the_environment_which_beats_the_default(
@@ -68,7 +76,7 @@ def test_values_are_read_without_surrounding_whitespace() -> None:
 
 @pytest.mark.parametrize(
     ("values", "env"),
-    [({"unmocked_provider": "docker"}, {}), ({}, {"UNMOCKED_PROVIDER": "docker"})],
+    [({"unmocked_provider": "podman"}, {}), ({}, {"UNMOCKED_PROVIDER": "podman"})],
     ids=["flag", "env"],
 )
 def test_unknown_provider_is_refused_with_the_providers_to_choose_from(
@@ -78,9 +86,20 @@ def test_unknown_provider_is_refused_with_the_providers_to_choose_from(
         settings_from(values, env)
 
     assert str(raised.value) == (
-        "unmocked_provider = 'docker' is not a provider unmocked knows. "
-        "Use one of: auto, url, embedded, local."
+        "unmocked_provider = 'podman' is not a provider unmocked knows. "
+        "Use one of: auto, url, embedded, local, docker."
     )
+
+
+def test_the_docker_image_is_unmocked_image_else_the_official_one_of_the_major() -> None:
+    from unmocked.servers.containers import image_for
+
+    assert image_for(settings_from({"unmocked_pg_version": "16"})) == "postgres:16"
+    assert image_for(settings_from()) == "postgres:18"
+    chosen = settings_from(
+        {"unmocked_pg_version": "17"}, {"UNMOCKED_IMAGE": "postgis/postgis:17-3.5"}
+    )
+    assert image_for(chosen) == "postgis/postgis:17-3.5"
 
 
 @pytest.mark.parametrize("version", ["sixteen", "16.2", "v16"])

@@ -23,7 +23,7 @@ if sys.version_info >= (3, 11):
 else:  # pytest depends on tomli there
     import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
 
-PROVIDERS = ("auto", "url", "embedded", "local")
+PROVIDERS = ("auto", "url", "embedded", "local", "docker")
 
 # (ini key, environment variable, help text): the one list the plugin and the CLI register from.
 OPTIONS: tuple[tuple[str, str, str], ...] = (
@@ -36,13 +36,19 @@ OPTIONS: tuple[tuple[str, str, str], ...] = (
     (
         "unmocked_provider",
         "UNMOCKED_PROVIDER",
-        "Where the server comes from: auto (default), url, embedded or local.",
+        "Where the server comes from: auto (default), url, embedded, local or docker.",
     ),
     (
         "unmocked_pg_version",
         "UNMOCKED_PG_VERSION",
-        "Major PostgreSQL version the server must be: embedded, local or by URL (default: the "
-        "embedded wheel, else the newest found).",
+        "Major PostgreSQL version the server must be: embedded, local, docker or by URL "
+        "(default: the embedded wheel, else the newest found; docker: 18).",
+    ),
+    (
+        "unmocked_image",
+        "UNMOCKED_IMAGE",
+        "The Docker image unmocked_provider = docker runs (for example postgis/postgis:17-3.5; "
+        "default postgres:<unmocked_pg_version>).",
     ),
     (
         "unmocked_server_settings",
@@ -153,6 +159,9 @@ class Settings:
     migrations: str = ""
     provider: str = "auto"
     pg_version: int | None = None
+    image: str = ""
+    """``unmocked_image``: the Docker image of the ``docker`` provider; empty: ``postgres:<major>``
+    (see :mod:`unmocked.servers.containers`)."""
     database_url: str | None = None
     """``UNMOCKED_DATABASE_URL`` (a URL or a key=value DSN) as one complete
     :class:`~unmocked.urls.DatabaseURL`, whose repr hides the password; see
@@ -277,6 +286,7 @@ class Settings:
             migrations=pick("unmocked_migrations", "UNMOCKED_MIGRATIONS"),
             provider=provider,
             pg_version=pg_version,
+            image=pick("unmocked_image", "UNMOCKED_IMAGE"),
             database_url=read_database_url(env.get("UNMOCKED_DATABASE_URL", ""), provider, env),
             server_settings=parse_server_settings(
                 pick("unmocked_server_settings", "UNMOCKED_SERVER_SETTINGS")
@@ -307,7 +317,7 @@ def read_database_url(
     text: str, provider: str, env: Mapping[str, str] = os.environ
 ) -> DatabaseURL | None:
     """``UNMOCKED_DATABASE_URL`` as one complete URL, or refused now, when ``provider`` may use
-    it; ``embedded`` and ``local`` never connect to it, so they keep it unread."""
+    it; ``embedded``, ``local`` and ``docker`` never connect to it, so they keep it unread."""
     if not text.strip():
         return None
     if provider in ("auto", "url"):

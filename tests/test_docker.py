@@ -1,0 +1,238 @@
+"""unmocked_provider = docker on a real engine: a container per run, tuned, shared by xdist workers,
+removed after the run, and what a killed run left collected by ``unmocked gc``, never a
+container unmocked did not start.
+
+Skipped, with the reason, where the Docker SDK is not installed or no engine answers (CI starts
+one with ``.ci/docker-engine``, which builds ``postgres:15`` and ``postgis/postgis:15-3.3`` from
+Debian's packages: no registry answers there). Never a fake engine.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from helpers import PYTEST_COMMAND, embedded_env, run_pytest, run_unmocked, write_files
+from unmocked import servers
+from unmocked.errors import ServerError
+from unmocked.servers import containers
+from unmocked.settings import Settings
+
+
+@pytest.fixture(scope="module")
+def engine() -> Any:
+    try:
+        return containers.engine()
+    except containers.Unavailable as error:
+        pytest.skip(f"the docker provider cannot be tested here: {error}")
+
+
+@pytest.fixture
+def ours(engine: Any) -> Iterator[None]:
+    """The engine's unmocked containers to this test alone (other xdist workers' docker tests wait:
+    a run's start removes what dead runs left, which the gc test wants ``unmocked gc`` to find);
+    after it, whatever its killed runs left is removed."""
+    with open(Path(tempfile.gettempdir()) / "unmocked-test-docker.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+        containers.collect_abandoned(engine)
+
+
+def _publishing(engine: Any, port: str) -> list[str]:
+    """unmocked's containers that publish ``port``: the one a run used, while it exists."""
+    return [
+        container.name
+        for container in engine.containers.list(all=True, filters={"label": containers.OWNER})
+        if any(bound.get("HostPort") == port for bound in (container.ports.get("5432/tcp") or []))
+    ]
+
+
+def _project(folder: Path, ini: str, tests: str) -> Path:
+    return write_files(
+        folder,
+        {
+            "pytest.ini": (
+                "[pytest]\nunmocked_provider = docker\nunmocked_migrations = migrations\n"
+                f"asyncio_default_fixture_loop_scope = function\n{ini}"
+            ),
+            "migrations/001.sql": "CREATE TABLE notes (id serial PRIMARY KEY, body text);\n",
+            "test_app.py": tests,
+        },
+    )
+
+
+def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = embedded_env(tmp_path / "cache", **extra)
+    del env["UNMOCKED_PROVIDER"]  # the project's pytest.ini says docker
+    return env
+
+
+ON_DOCKER = """
+import os
+from urllib.parse import urlsplit
+
+import psycopg
+import pytest
+
+@pytest.mark.parametrize("n", range(4))
+def test_pg(pg, pg_server, n):
+    pg.execute("INSERT INTO notes (body) VALUES ('a')")
+    assert pg.execute("SELECT count(*) FROM notes").fetchone()[0] == 1
+    assert pg.execute("SHOW fsync").fetchone()[0] == "off"
+    assert pg.execute("SHOW full_page_writes").fetchone()[0] == "off"
+    assert pg_server.provider == "docker" and pg_server.image == "postgres:15"
+    port = urlsplit(str(pg_server.url)).port
+    with open(os.path.join(os.environ["PORTS"], f"{os.getpid()}-{n}"), "w") as out:
+        out.write(str(port))
+
+def test_pg_url(pg_url):
+    with psycopg.connect(pg_url) as conn:
+        assert conn.execute("SELECT count(*) FROM notes").fetchone()[0] == 0
+        assert conn.execute("SHOW server_version_num").fetchone()[0].startswith("15")
+"""
+
+
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["plain", "xdist"])
+def test_a_run_gets_postgres_15_in_one_container_removed_after_the_run(
+    engine: Any, ours: None, tmp_path: Path, workers: list[str]
+) -> None:
+    project = _project(tmp_path / "project", "unmocked_pg_version = 15\n", ON_DOCKER)
+    ports = tmp_path / "ports"
+    ports.mkdir()
+    env = _env(tmp_path, PORTS=str(ports))
+    run = run_pytest("-p", "no:randomly", *workers, cwd=project, env=env)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "PostgreSQL 15." in run.stdout and "(docker postgres:15)" in run.stdout, run.stdout
+    seen = {path.read_text() for path in ports.iterdir()}
+    assert len(list(ports.iterdir())) == 4, run.stdout
+    assert len(seen) == 1, "the workers did not share one server"
+    assert not _publishing(engine, seen.pop()), "the run's container outlived it"
+
+
+def test_a_postgis_image_serves_unmocked_extensions_postgis(
+    engine: Any, ours: None, tmp_path: Path
+) -> None:
+    project = _project(
+        tmp_path / "project",
+        "unmocked_image = postgis/postgis:15-3.3\nunmocked_extensions = postgis\n",
+        """
+        import os
+        from urllib.parse import urlsplit
+
+        def test_postgis(pg, pg_server):
+            with open(os.environ["PORT"], "w") as out:
+                out.write(str(urlsplit(str(pg_server.url)).port))
+            distance = pg.execute(
+                "SELECT ST_Distance('POINT(0 0)'::geometry, 'POINT(3 4)'::geometry)"
+            ).fetchone()[0]
+            assert distance == 5
+        """,
+    )
+    port = tmp_path / "port"
+    run = run_pytest(cwd=project, env=_env(tmp_path, PORT=str(port)))
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "(docker postgis/postgis:15-3.3)" in run.stdout, run.stdout
+    assert not _publishing(engine, port.read_text()), "the run's container outlived it"
+
+
+KILLED = """
+import os, time
+
+def test_waits_to_be_killed(pg):
+    open(os.environ["STARTED"], "w").close()
+    time.sleep(120)
+"""
+
+
+def test_gc_removes_a_killed_runs_container_and_leaves_one_unmocked_did_not_start(
+    engine: Any, ours: None, tmp_path: Path
+) -> None:
+    project = _project(tmp_path / "project", "unmocked_pg_version = 15\n", KILLED)
+    started = tmp_path / "started"
+    stranger = engine.containers.run(
+        "postgres:15",
+        name=f"h_docker_stranger_{os.getpid()}",
+        environment={"POSTGRES_PASSWORD": "stranger"},
+        detach=True,
+    )
+    try:
+        run = subprocess.Popen(
+            [*PYTEST_COMMAND, "-q", "-p", "no:randomly"],
+            cwd=project,
+            env=_env(tmp_path, STARTED=str(started)),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 90
+        while not started.exists():
+            assert run.poll() is None and time.monotonic() < deadline, "the run never started"
+            time.sleep(0.05)
+        filters = {"label": f"{containers.PID}={run.pid}"}
+        (left,) = engine.containers.list(all=True, filters=filters)
+        os.kill(run.pid, signal.SIGKILL)
+        run.wait()
+        assert engine.containers.list(all=True, filters=filters), "the killed run's container went"
+
+        gc = run_unmocked("gc", cwd=tmp_path, env=embedded_env(tmp_path / "cache"))
+        assert gc.returncode == 0, gc.stdout + gc.stderr
+        assert f"removed container {left.name} (from postgres:15): " in gc.stdout, gc.stdout
+        assert f"pid {run.pid}) no longer runs" in gc.stdout
+        assert not engine.containers.list(all=True, filters=filters)
+        stranger.reload()
+        assert stranger.status == "running", "gc touched a container unmocked did not start"
+    finally:
+        stranger.remove(force=True)
+
+
+def test_a_major_the_engine_lacks_is_one_paragraph_not_a_hang(
+    engine: Any, ours: None, tmp_path: Path
+) -> None:
+    if any("postgres:17" in image.tags for image in engine.images.list()):
+        pytest.skip("this engine has postgres:17")
+    project = _project(
+        tmp_path / "project", "unmocked_pg_version = 17\n", "def test_pg(pg):\n    pass\n"
+    )
+    began = time.monotonic()
+    run = run_pytest(cwd=project, env=_env(tmp_path), timeout=containers.PULL_TIMEOUT + 60)
+    assert run.returncode != 0
+    assert (
+        "unmocked_provider = docker, but the Docker engine at " in run.stdout
+        and "has no image postgres:17, and pulling it " in run.stdout
+        and "set unmocked_image to an image the engine has (" in run.stdout
+    ), run.stdout
+    assert "postgres:15" in run.stdout, "the paragraph names the images there are"
+    assert time.monotonic() - began < containers.PULL_TIMEOUT + 30
+    listed = engine.containers.list(all=True, filters={"label": containers.OWNER})
+    assert not [each for each in listed if each.attrs["Config"]["Image"] == "postgres:17"]
+
+
+def test_auto_tries_docker_last_and_says_why_it_could_not_serve(
+    engine: Any, tmp_path: Path
+) -> None:
+    settings = Settings(provider="auto", pg_version=17, cache_dir=tmp_path / "cache")
+    with pytest.raises(ServerError) as raised:
+        servers.start(settings).close()
+    assert "Docker: the Docker engine at " in str(raised.value)
+    assert "has no image postgres:17" in str(raised.value)
+
+
+def test_docker_without_the_sdk_is_one_sentence(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "docker", None)  # import docker: ImportError
+    with pytest.raises(ServerError) as raised:
+        servers.start(Settings(provider="docker", cache_dir=tmp_path / "cache"))
+    assert str(raised.value) == (
+        "unmocked_provider = docker, but the Docker SDK for Python is not installed "
+        "(pip install 'unmocked[docker]')."
+    )
