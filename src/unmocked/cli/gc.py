@@ -3,15 +3,18 @@
 That is the databases of crashed runs, those kept for failed tests and old templates, as a run's
 start collects them (:func:`unmocked.ownership.collect`), each printed with why; with
 ``--templates``, every cached template that no live run uses. Only databases unmocked created and
-recorded are ever touched.
+recorded are ever touched. With ``UNMOCKED_MONGODB_URL`` set, the MongoDB databases of runs no
+longer alive too (:func:`unmocked.mongo.databases.collect`).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
 from unmocked import ownership, templates
+from unmocked.errors import MongoError
 from unmocked.servers import binaries, known_state
 from unmocked.session import UnmockedSession
 from unmocked.settings import Settings
@@ -40,7 +43,29 @@ def collect_garbage(settings: Settings, include_templates: bool) -> int:
         print(f"dropped {gone.name}: {gone.why}")
     print(f"unmocked gc: {len(dropped)} database(s) dropped on {where}")
     _collect_files(settings)
+    _collect_mongo(settings)
     return 0
+
+
+def _collect_mongo(settings: Settings) -> None:
+    """The MongoDB databases of dead runs on ``UNMOCKED_MONGODB_URL``'s server, when it is set.
+
+    Not on a mongod of a run's own: it stops with its run, and the next run collects its slot.
+    """
+    from unmocked.mongo import sources
+
+    if not os.environ.get(sources.URL_SETTING, "").strip():
+        return
+    from unmocked.mongo import databases
+
+    try:
+        dropped, where = databases.collect_at(os.environ, settings.cache_dir)
+    except MongoError as error:
+        print(f"unmocked gc: MongoDB not collected: {error}")
+        return
+    for gone in dropped:
+        print(f"dropped {gone.name}: {gone.why}")
+    print(f"unmocked gc: {len(dropped)} MongoDB database(s) dropped on {where}")
 
 
 def _drop_every_template(conn: ownership.AdminConnection) -> list[ownership.Dropped]:
