@@ -424,3 +424,17 @@ def test_a_mongod_on_path_runs_in_ram_as_our_child_and_stops_with_the_run(tmp_pa
     from helpers import wait_until_gone
 
     assert wait_until_gone(pid)
+
+
+@pytest.mark.skipif(not HAS_PYMONGO, reason="pymongo is not installed")
+def test_a_mongod_that_exits_as_it_starts_is_said_with_its_log_and_frees_its_slot(
+    tmp_path: Path,
+) -> None:
+    # Not a stand-in for mongod: a real program that exits at once, as a broken mongod would.
+    from unmocked.errors import MongoError
+    from unmocked.servers.mongod import start_mongod
+
+    for _ in range(2):  # the second start finds the first's slot free again
+        with pytest.raises(MongoError, match="exited with status 1 as it started") as raised:
+            start_mongod(shutil.which("false") or "/bin/false", tmp_path / "cache")
+    assert "slot-0" in str(raised.value)

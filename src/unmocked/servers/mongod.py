@@ -7,7 +7,9 @@ The same rules as the PostgreSQL clusters of :mod:`~unmocked.servers.binaries`, 
    different slots, and idle slots are given back as PostgreSQL's are (``unmocked gc`` too);
 2. ``mongod`` runs as our child (:func:`~unmocked.servers._process.spawn`), which the kernel
    signals when we die, however we die: never an orphan holding a port and the slot's RAM;
-3. it listens on 127.0.0.1, on a free port, and its Unix socket goes in the slot's own folder;
+3. it listens on 127.0.0.1, on a free port, and its Unix socket goes in the slot's own folder
+   (0700). Unlike the PostgreSQL clusters it asks no password: another account on the machine
+   could reach it over TCP while it runs;
 4. :meth:`MongodServer.close` stops it (SIGINT is mongod's clean shutdown) and frees the slot.
 
 A slot's data folder outlives the run, like a cluster's: what a killed run left in it is dropped
@@ -25,7 +27,7 @@ from pathlib import Path
 
 from unmocked.errors import MongoError
 from unmocked.resources import Closeable
-from unmocked.servers import _process
+from unmocked.servers import _as_root, _process
 from unmocked.servers._places import cache_folder, tail
 from unmocked.servers._slots import Slot, claim_slot, collect_idle, data_root
 from unmocked.servers.binaries import CLUSTER_FORMAT
@@ -63,7 +65,10 @@ class MongodServer(Closeable):
 
 def start_mongod(program: str, cache_dir: Path) -> MongodServer:
     """Start ``program`` (a mongod) on a slot of our own; :class:`MongoError` if it will not run."""
-    root = data_root(cache_folder(cache_dir), None)
+    # The data root PostgreSQL's clusters use, by the same account, so that its mode stays theirs
+    # (as root, one that PostgreSQL's account may traverse). mongod itself runs as we do: it
+    # allows root, and a mongod from an archive under /root could not run as another account.
+    root = data_root(cache_folder(cache_dir), _as_root.service_account())
     slot = claim_slot(root / CLUSTER, None)
     with contextlib.suppress(OSError):  # giving back idle RAM must never fail a run
         collect_idle(root, CLUSTER_FORMAT)
