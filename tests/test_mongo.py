@@ -134,6 +134,7 @@ def _path_without_mongod() -> str:
 def test_asking_for_mongo_db_without_any_server_says_the_three_ways_to_get_one(
     tmp_path: Path,
 ) -> None:
+    pytest.importorskip("pytest_asyncio")
     project = write_files(
         tmp_path / "project",
         {
@@ -143,14 +144,19 @@ def test_asking_for_mongo_db_without_any_server_says_the_three_ways_to_get_one(
 
                 def test_orders_url(mongo_url):
                     raise AssertionError("mongo_url was given without a server")
+
+                async def test_orders_async(mongo_db_async):
+                    raise AssertionError("mongo_db_async was given without a server")
             """,
+            "pytest.ini": "[pytest]\nasyncio_mode = auto\n"
+            "asyncio_default_fixture_loop_scope = function\n",
         },
     )
     env = embedded_env(tmp_path / "cache", PATH=_path_without_mongod())
     report = tmp_path / "report.xml"
     result = run_pytest("-p", "no:randomly", f"--junitxml={report}", env=env, cwd=project)
     found = outcomes(report)
-    assert [outcome for outcome, _ in found.values()] == ["error", "error"], result.stdout
+    assert [outcome for outcome, _ in found.values()] == ["error"] * 3, result.stdout
     paragraph = " ".join(result.stdout.split())
     for way in (
         "set UNMOCKED_MONGODB_URL",

@@ -123,18 +123,6 @@ def with_database(url: str, name: str) -> DatabaseURL:
     return DatabaseURL(urlunsplit(parts._replace(path=f"/{name}", query=urlencode(query))))
 
 
-def close_in_its_loop(client: AsyncMongoClient[Any]) -> None:
-    """Close ``client`` in the event loop it ran in, from outside that loop (a test's teardown).
-
-    pymongo binds an AsyncMongoClient to the loop of its first operation, and says which only in
-    ``_loop``. A client that never ran has nothing open; one whose loop is already closed lost
-    its tasks with it, and pymongo warns of it as unclosed.
-    """
-    loop = getattr(client, "_loop", None)
-    if loop is not None and not loop.is_closed() and not loop.is_running():
-        loop.run_until_complete(client.close())
-
-
 def _answered(source: MongoSource, work: Any) -> Any:
     """``work()``, with pymongo's errors as a :class:`MongoError` naming the server."""
     from pymongo.errors import PyMongoError, ServerSelectionTimeoutError
@@ -215,9 +203,8 @@ class MongoRun(Closeable):
             yield client
 
     def async_client_of(self, name: str) -> AsyncMongoClient[Any]:
-        """As :meth:`client_of`, pymongo's ``AsyncMongoClient``; close it with
-        :func:`close_in_its_loop`. Made outside any event loop: it binds to the loop of its
-        first operation, the test's."""
+        """As :meth:`client_of`, pymongo's ``AsyncMongoClient``, for the caller to close (``await
+        client.close()``) in the loop of its first operation, to which pymongo binds it."""
         from pymongo import AsyncMongoClient
 
         return AsyncMongoClient(self.url_of(name), serverSelectionTimeoutMS=_SELECTION_TIMEOUT_MS)

@@ -5,7 +5,10 @@
     Session-scoped; it asks for no PostgreSQL fixture, so a test that uses only MongoDB never
     starts PostgreSQL (nor, under xdist, makes the controller start it).
 ``mongo_db`` / ``mongo_db_async``
-    A pymongo ``Database`` (``AsyncDatabase``) of the test's own, on a client of its own.
+    A pymongo ``Database`` (``AsyncDatabase``) of the test's own, on a client of its own. The
+    async one is opened and closed in the test's loop by a hidden async fixture made for the
+    test's runner, as :mod:`~unmocked.plugin.async_fixtures` does for its sessions: a plain
+    fixture's teardown comes after pytest-asyncio closed a function's loop.
 ``mongo_url``
     The URL of a database of the test's own, for code that connects by itself.
 """
@@ -13,18 +16,21 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from unmocked.plugin._shared import SESSION_KEY, reported_as_failures
+from unmocked.plugin.async_fixtures import _hidden_fixture_for, register_per_runner
 
 if TYPE_CHECKING:
     from pymongo.asynchronous.database import AsyncDatabase
     from pymongo.database import Database
 
     from unmocked.mongo.databases import MongoRun
+
+HIDDEN_FIXTURE = "_unmocked_mongo_db_async"
 
 
 @pytest.fixture(scope="session")
@@ -59,14 +65,28 @@ def mongo_db(unmocked_mongo: MongoRun) -> Iterator[Database[Any]]:
 
 
 @pytest.fixture
-def mongo_db_async(unmocked_mongo: MongoRun) -> Iterator[AsyncDatabase[Any]]:
-    """As ``mongo_db``, a pymongo ``AsyncDatabase`` (``AsyncMongoClient``, pymongo 4.10+); it
-    serves the test's event loop, whichever runner made it (pytest-asyncio, anyio)."""
-    from unmocked.mongo.databases import close_in_its_loop
+def mongo_db_async(request: pytest.FixtureRequest, unmocked_mongo: MongoRun) -> AsyncDatabase[Any]:
+    """As ``mongo_db``, a pymongo ``AsyncDatabase`` (``AsyncMongoClient``, pymongo 4.10+), made
+    and closed in the test's own event loop, under pytest-asyncio (any loop scope) or anyio."""
+    database: AsyncDatabase[Any] = request.getfixturevalue(
+        _hidden_fixture_for(request, HIDDEN_FIXTURE)
+    )
+    return database
 
-    with reported_as_failures(), unmocked_mongo.database() as name:
-        client = unmocked_mongo.async_client_of(name)
-        try:
-            yield client[name]
-        finally:
-            close_in_its_loop(client)
+
+def _make_hidden_fixture() -> Callable[..., AsyncIterator[AsyncDatabase[Any]]]:
+    """A new function each time: pytest-asyncio marks the function object itself."""
+
+    async def database(unmocked_mongo: MongoRun) -> AsyncIterator[AsyncDatabase[Any]]:
+        with reported_as_failures(), unmocked_mongo.database() as name:
+            # pymongo binds the client to the loop of its first operation: this one, the test's.
+            client = unmocked_mongo.async_client_of(name)
+            try:
+                yield client[name]
+            finally:
+                await client.close()
+
+    return database
+
+
+register_per_runner(_make_hidden_fixture, HIDDEN_FIXTURE, globals())
