@@ -211,6 +211,20 @@ def test_a_server_that_does_not_answer_is_named_without_its_password(tmp_path: P
 
 
 @needs_embedded
+@pytest.mark.skipif(not HAS_PYMONGO, reason="pymongo is not installed")
+def test_unmocked_gc_says_why_it_could_not_collect_on_mongodb(tmp_path: Path) -> None:
+    from helpers import run_unmocked
+
+    url = "mongodb://app:hunter2@127.0.0.1:1/"  # nothing listens on port 1
+    env = embedded_env(tmp_path / "cache", UNMOCKED_MONGODB_URL=url)
+    result = run_unmocked("gc", env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "unmocked gc: MongoDB not collected: MongoDB at UNMOCKED_MONGODB_URL" in result.stdout
+    assert "did not answer within 10 s" in result.stdout
+    assert "hunter2" not in result.stdout + result.stderr
+
+
+@needs_embedded
 def test_a_suite_without_mongo_fixtures_never_imports_pymongo(tmp_path: Path) -> None:
     if not HAS_PYMONGO:
         pytest.skip("pymongo is not installed: a suite cannot import it anyway")

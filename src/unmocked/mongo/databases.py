@@ -99,9 +99,9 @@ def collect(client: MongoClient[Any]) -> list[Dropped]:
 
 def collect_at(environ: Mapping[str, str], cache_dir: Path) -> tuple[list[Dropped], str]:
     """``unmocked gc``'s collection on the server of :func:`find_source`, and where that is."""
-    from pymongo import MongoClient
+    with find_source(environ, cache_dir) as source:  # says first if pymongo is missing
+        from pymongo import MongoClient
 
-    with find_source(environ, cache_dir) as source:
         client: MongoClient[Any] = MongoClient(
             source.url, appName=COLLECTOR_NAME, serverSelectionTimeoutMS=_SELECTION_TIMEOUT_MS
         )
