@@ -439,7 +439,7 @@ def test_a_mongod_on_path_runs_in_ram_as_our_child_and_stops_with_the_run(tmp_pa
     assert result.returncode == 0, result.stdout
     described = where.read_text()
     pid = int(described.split("pid ")[1].split(")")[0])
-    if Path("/dev/shm").is_dir():
+    if Path("/dev/shm").is_dir() and shutil.disk_usage("/dev/shm").free > 2 << 30:
         assert "/dev/shm/" in described
     from helpers import wait_until_gone
 

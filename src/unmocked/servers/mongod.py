@@ -20,6 +20,7 @@ pymongo is imported here only to tell that the server is ready.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import shutil
 import subprocess
 import time
@@ -33,9 +34,15 @@ from unmocked.servers._slots import Slot, claim_slot, collect_idle, data_root
 from unmocked.servers.binaries import CLUSTER_FORMAT
 
 _READY_TIMEOUT = 30.0
-# The cluster's folder in the data root; its format suffix keeps collect_idle from taking its
-# slots for those of an older format.
-CLUSTER = f"mongod-{CLUSTER_FORMAT}"
+
+
+def cluster_name(program: str) -> str:
+    """The cluster's folder in the data root: one per mongod binary (its path and mtime), since a
+    data folder an older mongod wrote may not start under a newer one; the format suffix keeps
+    collect_idle from taking its slots for those of an older format."""
+    real = Path(program).resolve()
+    identity = f"{real}:{real.stat().st_mtime_ns}"
+    return f"mongod-{hashlib.sha256(identity.encode()).hexdigest()[:8]}-{CLUSTER_FORMAT}"
 
 
 def mongod_on_path() -> str | None:
@@ -69,7 +76,7 @@ def start_mongod(program: str, cache_dir: Path) -> MongodServer:
     # (as root, one that PostgreSQL's account may traverse). mongod itself runs as we do: it
     # allows root, and a mongod from an archive under /root could not run as another account.
     root = data_root(cache_folder(cache_dir), _as_root.service_account())
-    slot = claim_slot(root / CLUSTER, None)
+    slot = claim_slot(root / cluster_name(program), None)
     with contextlib.suppress(OSError):  # giving back idle RAM must never fail a run
         collect_idle(root, CLUSTER_FORMAT)
     data, log = slot.data_dir, slot.log
