@@ -8,6 +8,7 @@ carries a password (see :func:`unmocked.urls.redact`). Code raises the most spec
         ├── ConfigurationError    a setting (ini key, flag, UNMOCKED_* variable) cannot be used
         ├── FixtureError          a test asked for fixtures in a way that cannot be served
         ├── ServerError           no PostgreSQL server could be found or started
+        ├── MongoError            no MongoDB server (or no pymongo) for a mongo fixture
         ├── MigrationError        the migrations failed while building a template; nothing cached
         ├── MigrationCheckError   the Alembic migrations are not ready to ship (check_migrations)
         ├── DatabaseError         a database unmocked manages could not be made, cloned or dropped
@@ -40,6 +41,10 @@ class FixtureError(UnmockedError):
 
 class ServerError(UnmockedError):
     """No PostgreSQL server could be found or started, or the one in use died."""
+
+
+class MongoError(UnmockedError):
+    """No MongoDB server could be found or started for a mongo fixture, or pymongo is missing."""
 
 
 class MigrationError(UnmockedError):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import secrets
 import select
 import time
@@ -55,8 +56,32 @@ AdminConnection = psycopg.Connection[tuple[object, ...]]
 
 
 def new_run_id() -> str:
-    """A short random id; database names of the run carry it."""
+    """A short random id; database names of the run carry it (:func:`run_database_name`)."""
     return secrets.token_hex(5)
+
+
+# What run_database_name makes: the prefix, a run id of new_run_id's ten hex digits, a kind.
+_RUN_DATABASE_NAME = re.compile(re.escape(PREFIX) + r"([0-9a-f]{10})_([a-z]+)_[0-9]+")
+
+
+def run_database_name(run_id: str, kind: str, number: int) -> str:
+    """``unmocked_<run>_<kind>_<n>``: the name of a run's ``number``-th database of ``kind``.
+
+    Every engine's databases are named so (PostgreSQL's ``rollback``, ``fresh``, ``like``;
+    MongoDB's ``mongo``): runs and xdist workers, each with its own run id, never share one, and
+    :func:`run_in_name` reads back which run made it.
+    """
+    return f"{PREFIX}{run_id}_{kind}_{number}"
+
+
+def run_in_name(name: str) -> tuple[str, str] | None:
+    """``(run, kind)`` from a name :func:`run_database_name` made; None for any other name.
+
+    On PostgreSQL the comment, not the name, proves a database ours; a server without comments
+    (MongoDB) has only the name, so anything that does not match it whole is not ours.
+    """
+    found = _RUN_DATABASE_NAME.fullmatch(name)
+    return (found[1], found[2]) if found else None
 
 
 def lock_key(text: str) -> int:

@@ -200,7 +200,7 @@ class UnmockedSession(Closeable):
         """Name of a new database cloned from the template, for the caller to drop with
         :meth:`drop_database` (the rollback database; ``unmocked run``'s for a whole command)."""
         with self._death.guard(f"the clone of a {kind} database"), self.tally.database_time():
-            name = f"{ownership.PREFIX}{self.run_id}_{kind}_{next(self._names)}"
+            name = ownership.run_database_name(self.run_id, kind, next(self._names))
             ownership.create_database(
                 self.admin,
                 name,
@@ -223,7 +223,7 @@ class UnmockedSession(Closeable):
                 self.server.url,
                 self.run_id,
                 self.template,
-                lambda: f"{ownership.PREFIX}{self.run_id}_fresh_{next(self._names)}",
+                lambda: ownership.run_database_name(self.run_id, "fresh", next(self._names)),
                 self._clone_strategy,
             )
         return self._fresh_pool
@@ -244,7 +244,7 @@ class UnmockedSession(Closeable):
             if name not in self._pools_like:
                 if not self._fresh.changed_since_cloned(name):
                     return None
-                new_name = f"{ownership.PREFIX}{self.run_id}_like_{next(self._names)}"
+                new_name = ownership.run_database_name(self.run_id, "like", next(self._names))
                 self._pools_like[name] = self._fresh.like(name, new_name)
         return name
 

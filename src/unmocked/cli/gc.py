@@ -2,17 +2,21 @@
 
 That is the databases of crashed runs, those kept for failed tests and old templates, as a run's
 start collects them (:func:`unmocked.ownership.collect`), each printed with why; with
-``--templates``, every cached template that no live run uses; and the Docker containers of runs
-that died (:func:`unmocked.servers.containers.collect_abandoned`). Only databases unmocked created
-and recorded, and containers carrying its labels, are ever touched.
+``--templates``, every cached template that no live run uses; the Docker containers of runs
+that died (:func:`unmocked.servers.containers.collect_abandoned`); and, with
+``UNMOCKED_MONGODB_URL`` set, the MongoDB databases of runs no longer alive
+(:func:`unmocked.mongo.databases.collect`). Only databases unmocked created and recorded, and
+containers carrying its labels, are ever touched.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
 from unmocked import ownership, templates
+from unmocked.errors import MongoError
 from unmocked.servers import binaries, known_state
 from unmocked.session import UnmockedSession
 from unmocked.settings import Settings
@@ -44,7 +48,29 @@ def collect_garbage(settings: Settings, include_templates: bool) -> int:
         print(f"dropped {gone.name}: {gone.why}")
     print(f"unmocked gc: {len(dropped)} database(s) dropped on {where}")
     _collect_files(settings)
+    _collect_mongo(settings)
     return 0
+
+
+def _collect_mongo(settings: Settings) -> None:
+    """The MongoDB databases of dead runs on ``UNMOCKED_MONGODB_URL``'s server, when it is set.
+
+    Not on a mongod of a run's own: it stops with its run, and the next run collects its slot.
+    """
+    from unmocked.mongo import sources
+
+    if not os.environ.get(sources.URL_SETTING, "").strip():
+        return
+    from unmocked.mongo import databases
+
+    try:
+        dropped, where = databases.collect_at(os.environ, settings.cache_dir)
+    except MongoError as error:
+        print(f"unmocked gc: MongoDB not collected: {error}")
+        return
+    for gone in dropped:
+        print(f"dropped {gone.name}: {gone.why}")
+    print(f"unmocked gc: {len(dropped)} MongoDB database(s) dropped on {where}")
 
 
 def _drop_every_template(conn: ownership.AdminConnection) -> list[ownership.Dropped]:

@@ -12,6 +12,8 @@ Wiring only; everything it does can be done from plain Python with the library. 
 - :mod:`~unmocked.plugin.checks`: ``queries``, the statements a test sends and checks over them;
 - :mod:`~unmocked.plugin.django`: pytest-django's database fixtures on unmocked's server;
 - :mod:`~unmocked.plugin.factories`: ``factory_session`` for factory_boy;
+- :mod:`~unmocked.plugin.mongo`: ``mongo_db``, ``mongo_db_async``, ``mongo_url``, which start
+  no PostgreSQL;
 - :mod:`~unmocked.plugin.env`: the ``unmocked_export_env`` option;
 - :mod:`~unmocked.plugin.report`: the header and summary lines.
 
@@ -50,6 +52,7 @@ pytest_plugins = [
     "unmocked.plugin.factories",
     "unmocked.plugin.async_fixtures",
     "unmocked.plugin.checks",
+    "unmocked.plugin.mongo",
 ]
 
 WORKER_INPUT_KEY = "unmocked_handover"

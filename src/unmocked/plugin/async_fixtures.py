@@ -138,13 +138,15 @@ def _skip_unless_asyncio(request: pytest.FixtureRequest) -> bool:
         return False
     backend = request.getfixturevalue("anyio_backend_name")
     if backend != "asyncio":
-        pytest.skip(f"psycopg and asyncpg run on asyncio, not on {backend}")
+        pytest.skip(f"psycopg, asyncpg and pymongo's async client run on asyncio, not on {backend}")
     return True
 
 
-def _hidden_fixture_for(request: pytest.FixtureRequest) -> str:
+def _hidden_fixture_for(request: pytest.FixtureRequest, hidden: str = HIDDEN_FIXTURE) -> str:
+    """The name of the twin of fixture ``hidden`` made for the runner of the test at hand:
+    ``<hidden>_anyio`` or ``<hidden>_asyncio_<loop scope>`` (see :func:`register_per_runner`)."""
     if _skip_unless_asyncio(request):
-        return f"{HIDDEN_FIXTURE}_anyio"
+        return f"{hidden}_anyio"
     if pytest_asyncio is None:
         raise failure(
             FixtureError(
@@ -159,7 +161,7 @@ def _hidden_fixture_for(request: pytest.FixtureRequest) -> str:
     loop_scope = (
         kwargs.get("loop_scope") or kwargs.get("scope") or _default_test_loop_scope(request)
     )
-    return f"{HIDDEN_FIXTURE}_asyncio_{loop_scope}"
+    return f"{hidden}_asyncio_{loop_scope}"
 
 
 def _default_test_loop_scope(request: pytest.FixtureRequest) -> str:
@@ -211,11 +213,15 @@ try:
 except ImportError:  # pragma: no cover - anyio's plugin alone is enough
     pytest_asyncio = None  # type: ignore[assignment]
 
-_unmocked_async_sessions_anyio = pytest.fixture(
-    _make_hidden_fixture(), name=f"{HIDDEN_FIXTURE}_anyio"
-)
-if pytest_asyncio is not None:
-    for _scope in LOOP_SCOPES:
-        globals()[f"{HIDDEN_FIXTURE}_asyncio_{_scope}"] = pytest_asyncio.fixture(
-            _make_hidden_fixture(), loop_scope=_scope, name=f"{HIDDEN_FIXTURE}_asyncio_{_scope}"
-        )
+
+def register_per_runner(make: Callable[[], Any], hidden: str, namespace: dict[str, Any]) -> None:
+    """Put in ``namespace`` (a plugin module's globals) one fixture ``make()`` per runner: for
+    anyio, and for pytest-asyncio in each loop scope, named as :func:`_hidden_fixture_for` says."""
+    namespace[f"{hidden}_anyio"] = pytest.fixture(make(), name=f"{hidden}_anyio")
+    if pytest_asyncio is not None:
+        for scope in LOOP_SCOPES:
+            name = f"{hidden}_asyncio_{scope}"
+            namespace[name] = pytest_asyncio.fixture(make(), loop_scope=scope, name=name)
+
+
+register_per_runner(_make_hidden_fixture, HIDDEN_FIXTURE, globals())

@@ -215,3 +215,12 @@ def verify_tree(top: Path) -> str | None:
 
 def _owned_by(info: os.stat_result) -> str:
     return f"belongs to uid {info.st_uid}, not to you (uid {os.geteuid()})"
+
+
+def tail(log: Path, lines: int = 15) -> str:
+    """The last ``lines`` lines of a server's ``log``, for an error that says why it stopped."""
+    try:
+        text = read_untrusted(log)
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.strip().splitlines()[-lines:]) or "(the log is empty)"

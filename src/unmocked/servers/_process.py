@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -97,6 +98,14 @@ def spawn(
         pass_fds=() if detached_holding is None else (detached_holding,),
         preexec_fn=_child_setup(account, die_with_us=detached_holding is None, log=log),
     )
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now, for a server we start."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:

@@ -26,7 +26,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -41,6 +40,7 @@ from unmocked.servers._places import (
     cache_folder,
     read_private,
     read_untrusted,
+    tail,
     write_private,
 )
 from unmocked.servers._process import Account
@@ -213,7 +213,7 @@ class ClusterServer(RunningServer):
         return (
             f"its postmaster (pid {self.process.pid}, data folder {self.server.data_dir}) {how}. "
             f"Last lines of its log, {self._slot.log}:\n  "
-            + _tail(self._slot.log, 10).replace("\n", "\n  ")
+            + tail(self._slot.log, 10).replace("\n", "\n  ")
         )
 
 
@@ -359,7 +359,7 @@ def _launch(
     """Start postgres on the slot's data folder, on a free port; retry when the port is taken."""
     slot.clear_leftovers()
     for _ in range(5):
-        port = _free_port()
+        port = _process.free_port()
         url = local_url("127.0.0.1", port, "postgres", secret)
         flags = _flags(slot, found.major, server_settings)
         # The log is opened by the server's own process, as its account: root never opens a
@@ -389,7 +389,7 @@ def _launch(
                 detached=detached,
             )
             return server, process
-        log_tail = _tail(slot.log)
+        log_tail = tail(slot.log)
         if exited and "already in use" in log_tail:
             continue  # another program took the port between our probe and postgres's bind
         _process.stop(process)
@@ -457,13 +457,6 @@ def tuned_for_tests(major: int) -> dict[str, str]:
     return settings
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def _wait_until_ready(process: subprocess.Popen[bytes], pid_file: Path) -> bool | None:
     """None once postgres accepts connections; True if it exited first; False on timeout.
 
@@ -484,14 +477,6 @@ def _wait_until_ready(process: subprocess.Popen[bytes], pid_file: Path) -> bool 
         if time.monotonic() > deadline:
             return False
         time.sleep(0.005)
-
-
-def _tail(log: Path, lines: int = 15) -> str:
-    try:
-        text = read_untrusted(log)
-    except OSError:
-        return "(no log)"
-    return "\n".join(text.strip().splitlines()[-lines:]) or "(the log is empty)"
 
 
 def held(settings: Settings) -> list[str]:
