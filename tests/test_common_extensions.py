@@ -354,7 +354,38 @@ def test_a_url_server_of_another_major_than_unmocked_pg_version_is_refused(
         f"PostgreSQL {version}, so the tests would not run on the version the project pins. "
         f"Point UNMOCKED_DATABASE_URL at a PostgreSQL {major + 1} server, set "
         f"unmocked_pg_version = {major} to test on this one, or unset UNMOCKED_DATABASE_URL and "
-        f"unmocked starts a PostgreSQL {major + 1} of its own (unmocked_provider = auto)."
+        f"unmocked starts a PostgreSQL {major + 1} of its own (unmocked_provider = auto), or "
+        "set unmocked_pg_version_mismatch = warn to test on it anyway."
+    )
+
+
+def test_unmocked_pg_version_mismatch_warn_tests_on_a_url_server_of_another_major_and_says_so(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not server_answers(RUNNING_SERVER_URL):
+        pytest.skip(f"no running server answers at {RUNNING_SERVER_URL}")
+    with psycopg.connect(RUNNING_SERVER_URL) as conn:
+        row = conn.execute("SHOW server_version").fetchone()
+    assert row is not None
+    version = str(row[0]).split()[0]
+    major = int(version.split(".")[0])
+    monkeypatch.setenv("UNMOCKED_DATABASE_URL", RUNNING_SERVER_URL)
+    monkeypatch.setenv("UNMOCKED_PG_VERSION_MISMATCH", "warn")
+    pytester.makeini(f"[pytest]\nunmocked_pg_version = {major + 1}\n")
+    pytester.makepyfile(
+        "def test_runs_on_the_server_there(pg):\n"
+        f"    assert pg.info.server_version // 10000 == {major}\n"
+    )
+
+    result = pytester.runpytest_subprocess("-p", "no:randomly")
+
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(
+        [
+            f"unmocked: unmocked_pg_version = {major + 1}, but UNMOCKED_DATABASE_URL is "
+            f"PostgreSQL {version}: testing on {major}, not on the version the project pins "
+            "(unmocked_pg_version_mismatch = warn)"
+        ]
     )
 
 

@@ -45,6 +45,12 @@ OPTIONS: tuple[tuple[str, str, str], ...] = (
         "(default: the embedded wheel, else the newest found; docker: 18).",
     ),
     (
+        "unmocked_pg_version_mismatch",
+        "UNMOCKED_PG_VERSION_MISMATCH",
+        "A server by UNMOCKED_DATABASE_URL of another major than unmocked_pg_version: fail "
+        "(default) refuses it; warn tests on it, saying so in the run's header.",
+    ),
+    (
         "unmocked_image",
         "UNMOCKED_IMAGE",
         "The Docker image unmocked_provider = docker runs (for example postgis/postgis:17-3.5; "
@@ -192,6 +198,9 @@ class Settings:
     leaks: str = "warn"
     """``warn``, ``fail`` or ``off``: what connections a ``pg_url`` test left open to its database
     give (see :mod:`unmocked.checks.leaks`)."""
+    pg_version_mismatch: str = "fail"
+    """``fail`` or ``warn``: what a server by URL of another major than :attr:`pg_version` gives
+    (see :func:`unmocked.servers.existing.attach`)."""
     cache_dir: Path = field(default_factory=lambda: default_cache_dir(os.environ))
     root_dir: Path = field(default_factory=Path.cwd)
 
@@ -224,6 +233,7 @@ class Settings:
             ("unmocked_n_plus_one", self.n_plus_one, CHECK_MODES),
             ("unmocked_indexed", self.indexed, CHECK_MODES[1:]),
             ("unmocked_leaks", self.leaks, CHECK_MODES),
+            ("unmocked_pg_version_mismatch", self.pg_version_mismatch, CHECK_MODES[1:]),
         ):
             if mode not in allowed:
                 raise ConfigurationError(
@@ -303,6 +313,10 @@ class Settings:
             indexed=pick("unmocked_indexed", "UNMOCKED_INDEXED").lower() or "warn",
             role=pick("unmocked_role", "UNMOCKED_ROLE"),
             leaks=pick("unmocked_leaks", "UNMOCKED_LEAKS").lower() or "warn",
+            pg_version_mismatch=(
+                pick("unmocked_pg_version_mismatch", "UNMOCKED_PG_VERSION_MISMATCH").lower()
+                or "fail"
+            ),
             cache_dir=default_cache_dir(env),
             root_dir=root_dir,
         )

@@ -145,7 +145,9 @@ def start(settings: Settings) -> RunningServer:
     if settings.provider in ("auto", "url") and settings.database_url:
         from unmocked.servers import existing
 
-        return existing.attach(settings.database_url, settings.pg_version)
+        return existing.attach(
+            settings.database_url, settings.pg_version, settings.pg_version_mismatch == "warn"
+        )
     from unmocked.servers import persistent
 
     return persistent.attach(settings) or start_from_binaries(settings)

@@ -33,9 +33,14 @@ _READ_ONLY_ELSEWHERE = (
 )
 
 
-def attach(url: str, pg_version: int | None = None) -> RunningServer:
+def attach(url: str, pg_version: int | None = None, other_major: bool = False) -> RunningServer:
     """Check that ``url`` answers, is of major ``pg_version`` (``unmocked_pg_version``, when
-    set), may create databases and may write; describe its server."""
+    set), may create databases and may write; describe its server.
+
+    ``other_major`` (``unmocked_pg_version_mismatch = warn``): a server of another major is used
+    instead of refused, and the run's header says so (:attr:`Server.reason`: a line every run
+    prints, also under xdist, where a Python warning raised before the first test could only end
+    the session under ``-W error``)."""
     try:
         with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
             row = conn.execute(
@@ -55,14 +60,22 @@ def attach(url: str, pg_version: int | None = None) -> RunningServer:
             f"UNMOCKED_DATABASE_URL ({redact(url)}) does not answer: "
             f"{redact(str(error)).strip()}. Check that the server runs and the URL is right."
         ) from None
-    if pg_version is not None and int(major) != pg_version:
+    reason = None
+    if pg_version is not None and int(major) != pg_version and other_major:
+        reason = (
+            f"unmocked_pg_version = {pg_version}, but UNMOCKED_DATABASE_URL is PostgreSQL "
+            f"{str(version).split()[0]}: testing on {major}, not on the version the project pins "
+            "(unmocked_pg_version_mismatch = warn)"
+        )
+    elif pg_version is not None and int(major) != pg_version:
         raise ConfigurationError(
             f"unmocked_pg_version = {pg_version}, but UNMOCKED_DATABASE_URL ({redact(url)}) is "
             f"PostgreSQL {str(version).split()[0]}, so the tests would not run on the version "
             f"the project pins. Point UNMOCKED_DATABASE_URL at a PostgreSQL {pg_version} "
             f"server, set unmocked_pg_version = {major} to test on this one, or unset "
             f"UNMOCKED_DATABASE_URL and unmocked starts a PostgreSQL {pg_version} of its own "
-            "(unmocked_provider = auto)."
+            "(unmocked_provider = auto), or set unmocked_pg_version_mismatch = warn to test on "
+            "it anyway."
         )
     if standby:
         raise ServerError(
@@ -76,7 +89,13 @@ def attach(url: str, pg_version: int | None = None) -> RunningServer:
             "databases. Give it CREATEDB (ALTER ROLE ... CREATEDB) or use an admin URL."
         )
     return RunningServer(
-        Server(url=url, version=str(version).split()[0], major=int(major), provider="url")
+        Server(
+            url=url,
+            version=str(version).split()[0],
+            major=int(major),
+            provider="url",
+            reason=reason,
+        )
     )
 
 
