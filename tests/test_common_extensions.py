@@ -118,6 +118,15 @@ def one_paragraph(message: str) -> None:
     assert "\n" not in message and "DETAIL" not in message and "Traceback" not in message
 
 
+def template_failure(settings: Settings) -> str:
+    """The one paragraph building the template for ``settings`` fails with."""
+    with UnmockedSession(settings) as session, pytest.raises(MigrationError) as raised:
+        session.template()
+    message = str(raised.value)
+    one_paragraph(message)
+    return message
+
+
 # -- auto goes where the extensions are --------------------------------------------------------
 
 
@@ -274,11 +283,7 @@ def test_under_provider_embedded_a_missing_extension_is_one_paragraph_saying_whe
         migrations=spec, provider="embedded", cache_dir=unmocked_cache, root_dir=tmp_path
     )
 
-    with UnmockedSession(settings) as session, pytest.raises(MigrationError) as raised:
-        session.template()
-
-    message = str(raised.value)
-    one_paragraph(message)
+    message = template_failure(settings)
     assert message.startswith(where)
     assert 'extension "uuid-ossp" is not available (PostgreSQL). The server this run uses ' in (
         message
@@ -313,11 +318,7 @@ def test_a_server_given_by_url_that_lacks_an_extension_is_named_with_what_to_ins
         root_dir=tmp_path,
     )
 
-    with UnmockedSession(settings) as session, pytest.raises(MigrationError) as raised:
-        session.template()
-
-    message = str(raised.value)
-    one_paragraph(message)
+    message = template_failure(settings)
     assert message.startswith(
         f'migrations/001.sql, line 1: extension "{lacking}" is not available (PostgreSQL). '
         f"The server at UNMOCKED_DATABASE_URL ({RUNNING_SERVER_URL}, PostgreSQL {major}."
@@ -491,11 +492,7 @@ def test_postgis_and_vector_apart_say_which_source_has_which_and_how_to_join_the
         root_dir=tmp_path,
     )
 
-    with UnmockedSession(settings) as session, pytest.raises(MigrationError) as raised:
-        session.template()
-
-    message = str(raised.value)
-    one_paragraph(message)
+    message = template_failure(settings)
     # auto stays on the embedded wheel, which lacks postgis; local is the machine's, without vector
     first, second = ("postgis", "vector") if provider == "auto" else ("vector", "postgis")
     assert f'extension "{first}" is not available (PostgreSQL). ' in message
