@@ -71,7 +71,9 @@ def status(settings: Settings) -> int:
         _say_none_runs("status", settings)
         return 1
     server = record.server
-    fits = "yes" if record.fits(settings) else "no (other provider, version or server settings)"
+    fits = (
+        "yes" if record.fits(settings) else "no (other provider, version, image or server settings)"
+    )
     print(f"provider:   {server.provider}")
     print(f"version:    PostgreSQL {server.version}")
     print(f"url:        {redact(server.url)}")
