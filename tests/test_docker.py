@@ -236,3 +236,108 @@ def test_docker_without_the_sdk_is_one_sentence(
         "unmocked_provider = docker, but the Docker SDK for Python is not installed "
         "(pip install 'unmocked[docker]')."
     )
+
+
+def _up_env(tmp_path: Path) -> dict[str, str]:
+    """The environment of ``unmocked up`` for the runs of :func:`_project` with postgres:15."""
+    return embedded_env(tmp_path / "cache", UNMOCKED_PROVIDER="docker", UNMOCKED_PG_VERSION="15")
+
+
+def _detached(engine: Any, tmp_path: Path) -> list[Any]:
+    """The containers ``unmocked up`` started for this test's cache folder."""
+    record = f"{containers.RECORD}={(tmp_path / 'cache').resolve()}"
+    return list(engine.containers.list(all=True, filters={"label": record}))
+
+
+@pytest.fixture
+def up_folder(engine: Any, ours: None, tmp_path: Path) -> Iterator[Path]:
+    """``tmp_path``, whose cache folder's ``unmocked up`` container is removed after the test."""
+    try:
+        yield tmp_path
+    finally:
+        run_unmocked("down", cwd=tmp_path, env=_up_env(tmp_path))
+        for left in _detached(engine, tmp_path):
+            left.remove(force=True)
+
+
+def test_unmocked_up_keeps_a_container_that_runs_attach_to_gc_keeps_and_down_removes(
+    engine: Any, up_folder: Path
+) -> None:
+    tmp_path = up_folder
+    began = time.monotonic()
+    up = run_unmocked("up", cwd=tmp_path, env=_up_env(tmp_path))
+    assert up.returncode == 0, up.stdout + up.stderr
+    assert "unmocked up: started PostgreSQL 15." in up.stdout, up.stdout
+    assert "(docker postgres:15, unmocked up)" in up.stdout, up.stdout
+    up_seconds = time.monotonic() - began
+    (container,) = _detached(engine, tmp_path)
+    assert container.labels[containers.DETACHED] == "1"
+    assert container.status == "running", "the container did not outlive `unmocked up`"
+
+    project = _project(tmp_path / "project", "unmocked_pg_version = 15\n", ON_DOCKER)
+    ports = tmp_path / "ports"
+    ports.mkdir()
+    began = time.monotonic()
+    run = run_pytest("-p", "no:randomly", cwd=project, env=_env(tmp_path, PORTS=str(ports)))
+    run_seconds = time.monotonic() - began
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "(docker postgres:15, unmocked up)" in run.stdout, run.stdout
+    published = container.ports["5432/tcp"][0]["HostPort"]
+    assert {path.read_text() for path in ports.iterdir()} == {published}
+    container.reload()
+    assert container.status == "running", "the run removed the `unmocked up` container"
+
+    status = run_unmocked("status", cwd=tmp_path, env=_up_env(tmp_path))
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert "provider:   docker" in status.stdout
+    assert f"container:  {container.id[:12]} (image postgres:15" in status.stdout, status.stdout
+    assert "runs attach: yes" in status.stdout, status.stdout
+
+    gc = run_unmocked("gc", cwd=tmp_path, env=_up_env(tmp_path))
+    assert gc.returncode == 0, gc.stdout + gc.stderr
+    assert container.name not in gc.stdout, gc.stdout
+    container.reload()
+    assert container.status == "running", "gc removed the container `unmocked up` recorded"
+
+    down = run_unmocked("down", cwd=tmp_path, env=_up_env(tmp_path))
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert "unmocked down: removed PostgreSQL 15." in down.stdout, down.stdout
+    assert not _detached(engine, tmp_path), "`unmocked down` left the container"
+    assert not (tmp_path / "cache" / "server.json").exists()
+    print(f"up {up_seconds:.1f} s, attached run {run_seconds:.1f} s")
+
+
+def test_a_detached_container_whose_record_is_gone_is_collected_by_gc(
+    engine: Any, up_folder: Path
+) -> None:
+    tmp_path = up_folder
+    up = run_unmocked("up", cwd=tmp_path, env=_up_env(tmp_path))
+    assert up.returncode == 0, up.stdout + up.stderr
+    (container,) = _detached(engine, tmp_path)
+    (tmp_path / "cache" / "server.json").unlink()
+
+    gc = run_unmocked("gc", cwd=tmp_path, env=_up_env(tmp_path))
+    assert gc.returncode == 0, gc.stdout + gc.stderr
+    assert (
+        f"removed container {container.name} (from postgres:15): `unmocked up` started it and no "
+        "record names it now" in gc.stdout
+    ), gc.stdout
+    assert not _detached(engine, tmp_path)
+
+
+def test_a_run_of_another_image_does_not_attach_to_the_up_container(
+    engine: Any, up_folder: Path
+) -> None:
+    tmp_path = up_folder
+    up = run_unmocked("up", cwd=tmp_path, env=_up_env(tmp_path))
+    assert up.returncode == 0, up.stdout + up.stderr
+    project = _project(
+        tmp_path / "project",
+        "unmocked_image = postgis/postgis:15-3.3\n",
+        "def test_pg(pg_server):\n    assert pg_server.image == 'postgis/postgis:15-3.3'\n",
+    )
+    run = run_pytest(cwd=project, env=_env(tmp_path))
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "(docker postgis/postgis:15-3.3)" in run.stdout, run.stdout
+    (container,) = _detached(engine, tmp_path)
+    assert container.status == "running", "the run's start collected the recorded container"

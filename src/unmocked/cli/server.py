@@ -45,7 +45,7 @@ def up(settings: Settings) -> int:
         print(f"unmocked up: started {server.describe()}")
     else:
         print(f"unmocked up: already running: {server.describe()}")
-    print(f"  url: {redact(server.url)}  pid: {record.pid}")
+    print(f"  url: {redact(server.url)}  pid: {record.pid}{_container(record)}")
     if not record.fits(settings):
         print("  It was started with other settings, so runs with these settings start their own.")
     print("Test runs with this cache folder use it until `unmocked down`.")
@@ -58,7 +58,9 @@ def down(settings: Settings) -> int:
     if record is None:
         _say_none_runs("down", settings)
     else:
-        print(f"unmocked down: stopped {record.server.describe()} (pid {record.pid})")
+        done = "removed" if record.container else "stopped"
+        how = f"container {record.container[:12]}" if record.container else f"pid {record.pid}"
+        print(f"unmocked down: {done} {record.server.describe()} ({how})")
     return 0
 
 
@@ -69,16 +71,25 @@ def status(settings: Settings) -> int:
         _say_none_runs("status", settings)
         return 1
     server = record.server
-    fits = "yes" if record.fits(settings) else "no (other provider, version or server settings)"
+    fits = (
+        "yes" if record.fits(settings) else "no (other provider, version, image or server settings)"
+    )
     print(f"provider:   {server.provider}")
     print(f"version:    PostgreSQL {server.version}")
     print(f"url:        {redact(server.url)}")
     print(f"pid:        {record.pid}")
-    print(f"data dir:   {server.data_dir}")
+    if record.container:
+        print(f"container:  {record.container[:12]} (image {server.image}, data on tmpfs)")
+    else:
+        print(f"data dir:   {server.data_dir}")
     print(f"uptime:     {_duration(persistent.uptime(record))}")
     print(f"databases:  {_database_counts(server.url)}")
     print(f"runs attach: {fits}")
     return 0
+
+
+def _container(record: persistent.Record) -> str:
+    return f"  container: {record.container[:12]}" if record.container else ""
 
 
 def _database_counts(url: str) -> str:

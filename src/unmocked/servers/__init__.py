@@ -291,20 +291,13 @@ def _from_docker(settings: Settings, detached: bool) -> RunningServer | str:
 
     Under ``auto`` Docker comes after the pip and local sources and is passed over in silence
     (the reason goes in the error's "Tried:" list) when it cannot serve; with
-    ``unmocked_provider = docker`` its error is the run's.
+    ``unmocked_provider = docker`` its error is the run's. ``detached``: for ``unmocked up``, which
+    keeps the container once it has recorded it (see :mod:`.persistent`).
     """
     from unmocked.servers import containers
 
-    if detached:
-        why = (
-            "`unmocked up` keeps no container (yet): with unmocked_provider = docker each run "
-            "starts and removes its own"
-        )
-        if settings.provider == "docker":
-            raise ServerError(f"{why}. Run the tests without `unmocked up`.")
-        return why
     try:
-        return _in_known_state(containers.start_container(settings))
+        return _in_known_state(containers.start_container(settings, detached))
     except containers.Unavailable as error:
         if settings.provider == "docker":
             raise containers.Unavailable(

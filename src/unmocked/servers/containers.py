@@ -16,7 +16,10 @@ imported only when the provider is tried, so unmocked works without it:
    started it: closing removes it, and a container whose process is provably gone (same account and
    host; no such pid, or a pid started at another moment) is removed by the next start here and by
    ``unmocked gc`` (:func:`collect_abandoned`). A container without the labels, another account's
-   or another machine's, is never touched.
+   or another machine's, is never touched;
+5. one ``unmocked up`` starts (``detached``) also carries :data:`DETACHED` and :data:`RECORD`: once
+   ``up`` has exited, it is kept while the record in that cache folder names it, and collected
+   when none does (the record was deleted, or ``unmocked down`` failed half-way).
 """
 
 from __future__ import annotations
@@ -47,6 +50,10 @@ PID_STARTED = "unmocked.pid_started"
 """When that process started (boot id and clock ticks): a pid reused since is told apart."""
 RUN = "unmocked.run"
 """The id in the container's name, ``unmocked-<run>``."""
+DETACHED = "unmocked.detached"
+"""``1`` on the container ``unmocked up`` started: it outlives the process its pid names."""
+RECORD = "unmocked.record"
+"""The cache folder whose ``unmocked up`` record keeps a detached container."""
 
 DEFAULT_MAJOR = 18
 # Asking the engine whether it is there: a local socket answers in milliseconds, and ``auto``
@@ -70,14 +77,21 @@ def image_for(settings: Settings) -> str:
     return settings.image or f"postgres:{settings.pg_version or DEFAULT_MAJOR}"
 
 
-def start_container(settings: Settings) -> RunningServer:
+def start_container(settings: Settings, detached: bool = False) -> ContainerServer:
     """Start a container from :func:`image_for` and wait until it accepts connections.
+
+    ``detached``: for ``unmocked up``, labelled to outlive this process once
+    :meth:`ContainerServer.keep` is called (until then, closing or exiting removes it).
 
     Raises :class:`Unavailable` saying what is missing (the SDK, an engine, the image), and
     :class:`ConfigurationError` for an image whose major is not ``unmocked_pg_version``.
     """
     client = engine()
     with_labels = {OWNER: owner(), PID: str(os.getpid()), PID_STARTED: process_started(os.getpid())}
+    if detached:
+        from unmocked.servers._places import cache_folder
+
+        with_labels |= {DETACHED: "1", RECORD: str(cache_folder(settings.cache_dir))}
     image_name = image_for(settings)
     image = _image(client, image_name)
     collect_abandoned(client)  # a run that starts one cleans up after the runs that died
@@ -110,7 +124,7 @@ def start_container(settings: Settings) -> RunningServer:
         ) from None
     running = ContainerServer(container)
     try:
-        server = _wait_until_ready(container, image_name, secret)
+        server = _wait_until_ready(container, image_name, secret, detached)
         if settings.pg_version not in (None, server.major):
             raise ConfigurationError(
                 f"unmocked_pg_version = {settings.pg_version}, but unmocked_image = {image_name} "
@@ -131,10 +145,15 @@ class ContainerServer(RunningServer):
 
     def __init__(self, container: Any) -> None:
         super().__init__(Server(url="postgresql://", version="", major=0, provider="docker"))
-        self._container = container
+        self.container = container
         self._owner = os.getpid()
         self._closed = False
         atexit.register(self.close)
+
+    def keep(self) -> None:
+        """Let the container outlive this process (``unmocked up``, once its record is written)."""
+        self._closed = True
+        atexit.unregister(self.close)
 
     def close(self) -> None:
         """Remove the container; safe to call twice, and a no-op in a forked child."""
@@ -146,23 +165,23 @@ class ContainerServer(RunningServer):
         # nothing and a smart one would wait for every session.
         # An error says it is gone already (removed by hand, or the engine stopped).
         with contextlib.suppress(Exception):
-            self._container.remove(force=True)
+            self.container.remove(force=True)
 
     def died(self) -> str | None:
         """How the container ended, with its log's last lines; None while it runs."""
         if self._closed:
             return None
         try:
-            self._container.reload()
+            self.container.reload()
         except Exception:
-            return f"its container {self._container.name} is gone (removed by someone else?)."
-        if self._container.status == "running":
+            return f"its container {self.container.name} is gone (removed by someone else?)."
+        if self.container.status == "running":
             return None
-        code = self._container.attrs.get("State", {}).get("ExitCode")
+        code = self.container.attrs.get("State", {}).get("ExitCode")
         return (
-            f"its container {self._container.name} {self._container.status} (exit code {code}). "
-            f"Last lines of its log (docker logs {self._container.name}):\n  "
-            + _logs(self._container).replace("\n", "\n  ")
+            f"its container {self.container.name} {self.container.status} (exit code {code}). "
+            f"Last lines of its log (docker logs {self.container.name}):\n  "
+            + _logs(self.container).replace("\n", "\n  ")
         )
 
 
@@ -212,7 +231,7 @@ def collect_abandoned(client: Any) -> list[str]:
     line for each (``unmocked gc`` prints them)."""
     removed = []
     for container in client.containers.list(all=True, filters={"label": f"{OWNER}={owner()}"}):
-        why = _why_abandoned(container.labels)
+        why = _why_abandoned(container.labels, container.id)
         if why is None:
             continue
         try:
@@ -239,10 +258,26 @@ def process_started(pid: int) -> str:
     return f"{boot}/{stat.rsplit(')', 1)[-1].split()[19]}"  # field 22, starttime
 
 
-def _why_abandoned(labels: dict[str, str]) -> str | None:
-    """Why the container these labels describe is provably left by a dead run; None if not."""
+def _why_abandoned(labels: dict[str, str], container_id: str) -> str | None:
+    """Why the container these labels describe is provably left by a dead run; None if not.
+
+    One ``unmocked up`` started is kept, once ``up`` has exited, while its record names it.
+    """
     if labels.get(OWNER) != owner():
         return None
+    dead = _why_dead(labels)
+    if dead is None or labels.get(DETACHED) != "1":
+        return dead
+    from unmocked.servers import persistent
+
+    folder = Path(labels.get(RECORD, ""))
+    if folder.is_absolute() and persistent.records_container(folder, container_id):
+        return None
+    return f"`unmocked up` started it and no record names it now (in {folder})"
+
+
+def _why_dead(labels: dict[str, str]) -> str | None:
+    """Why the process the labels name provably no longer runs; None if it may."""
     try:
         pid = int(labels[PID])
     except (KeyError, ValueError):
@@ -313,7 +348,7 @@ def _major(env: dict[str, str], settings: Settings, image_name: str) -> int:
     return 11
 
 
-def _wait_until_ready(container: Any, image_name: str, secret: str) -> Server:
+def _wait_until_ready(container: Any, image_name: str, secret: str, detached: bool) -> Server:
     """The server in ``container`` once it accepts connections on its published port.
 
     The official image's entrypoint first runs a server for its init scripts that listens on a
@@ -344,6 +379,7 @@ def _wait_until_ready(container: Any, image_name: str, secret: str) -> Server:
                     major=int(row[1]),
                     provider="docker",
                     owned=True,
+                    detached=detached,
                     image=image_name,
                 )
             except psycopg.OperationalError as error:
@@ -357,6 +393,55 @@ def _wait_until_ready(container: Any, image_name: str, secret: str) -> Server:
                 "log:\n  " + _logs(container).replace("\n", "\n  ")
             )
         time.sleep(0.05)
+
+
+def detached_state(container_id: str) -> tuple[int, float] | None:
+    """``(pid, start time)`` of the running container ``unmocked up`` started here, by id; None
+    when it is gone, stopped, not such a container, or no engine answers (a record of it is
+    stale)."""
+    try:
+        container = engine().containers.get(container_id)
+    except Exception:  # Unavailable, NotFound, or an engine that went away
+        return None
+    labels = container.labels
+    if container.status != "running" or labels.get(OWNER) != owner() or labels.get(DETACHED) != "1":
+        return None
+    state = container.attrs.get("State", {})
+    return int(state.get("Pid") or 0), _timestamp(str(state.get("StartedAt", "")))
+
+
+def remove_detached(container_id: str) -> None:
+    """Remove the container ``unmocked up`` started (never one without our labels); gone already
+    is fine."""
+    import docker
+
+    try:
+        container = engine().containers.get(container_id)
+    except docker.errors.NotFound:
+        return
+    labels = container.labels
+    if labels.get(OWNER) != owner() or labels.get(DETACHED) != "1":
+        return
+    try:
+        container.remove(force=True)
+    except docker.errors.NotFound:
+        return
+    except Exception as error:
+        raise ServerError(
+            f"The Docker engine at {_where()} would not remove the container {container.name}: "
+            f"{_short(error)}. Remove it (docker rm -f {container.name}) and run `unmocked down` "
+            "again."
+        ) from None
+
+
+def _timestamp(started: str) -> float:
+    """The engine's ``StartedAt`` (RFC 3339, nanoseconds) as seconds since the epoch; 0 if odd."""
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(started[:26].rstrip("Z") + "+00:00").timestamp()
+    except ValueError:
+        return 0.0
 
 
 def _logs(container: Any, lines: int = 10) -> str:

@@ -8,6 +8,11 @@ data folder whose provider, version and server settings fit what the run asks fo
 stops it; a run killed while attached leaves only databases its lease marks as abandoned, which
 the next run (or ``unmocked gc``) drops.
 
+With ``unmocked_provider = docker`` (or ``auto`` finding nothing before Docker), ``up`` starts a
+container labelled as detached and records its id; a run attaches when the image it would run is
+the recorded one; ``down`` removes the container. Runs and ``unmocked gc`` leave such a container
+alone while the record names it, and collect it once none does (see :mod:`.containers`).
+
 The record is never trusted on its own: a server that stopped or crashed, a reboot that emptied
 /dev/shm, or a pid since reused by another process all make it stale, and a stale record is removed
 under the lock ``up`` and ``down`` take, so it cannot send a run to the wrong server.
@@ -43,6 +48,9 @@ class Record:
     started_at: float
     """When the postmaster started (seconds since the epoch), from its ``postmaster.pid``."""
     server_settings: tuple[tuple[str, str], ...]
+    container: str | None = None
+    """The id of a ``docker`` server's container (``pid`` and ``started_at`` are then the
+    engine's for it)."""
 
     def fits(self, settings: Settings) -> bool:
         """True when a run with ``settings`` would have started a server like this one."""
@@ -50,6 +58,7 @@ class Record:
             settings.provider in ("auto", self.server.provider)
             and settings.pg_version in (None, self.server.major)
             and settings.server_settings == self.server_settings
+            and (self.container is None or _image_for(settings) == self.server.image)
         )
 
 
@@ -62,12 +71,53 @@ def up(settings: Settings) -> tuple[Record, bool]:
         found = _live_record(settings.cache_dir, forget_stale=True)
         if found is not None:
             return found, False
-        server = start_from_binaries(settings, detached=True).server
+        running = start_from_binaries(settings, detached=True)
+        server = running.server
+        if server.provider == "docker":
+            return _record_container(settings, running), True
         assert server.data_dir is not None
         pid, started_at = _postmaster(server.data_dir)
         record = Record(server, pid, started_at, settings.server_settings)
         _write(settings.cache_dir, record)
         return record, True
+
+
+def _record_container(settings: Settings, running: RunningServer) -> Record:
+    """Record the container ``up`` started, then let it outlive this process; removed if that
+    fails (until :meth:`.ContainerServer.keep`, closing or exiting removes it)."""
+    from unmocked.servers import containers
+
+    assert isinstance(running, containers.ContainerServer)
+    try:
+        state = containers.detached_state(running.container.id)
+        if state is None:
+            raise ServerError(f"The container {running.container.name} stopped as it started.")
+        record = Record(
+            running.server, *state, settings.server_settings, container=running.container.id
+        )
+        _write(settings.cache_dir, record)
+    except BaseException:
+        running.close()
+        raise
+    running.keep()
+    return record
+
+
+def records_container(cache_dir: Path, container_id: str) -> bool:
+    """True when the ``up`` record in ``cache_dir`` names that container (``unmocked gc`` and
+    runs' collection keep it then). A record unreadable or not ours names none."""
+    if not (cache_dir / _STATE_FILE).exists():
+        return False  # and no cache folder made where none is
+    try:
+        return _read(cache_folder(cache_dir) / _STATE_FILE).container == container_id
+    except Exception:  # none, half-written, planted (NotOurs), or a folder no longer ours
+        return False
+
+
+def _image_for(settings: Settings) -> str:
+    from unmocked.servers.containers import image_for
+
+    return image_for(settings)
 
 
 def find(settings: Settings) -> Record | None:
@@ -97,7 +147,12 @@ def down(settings: Settings) -> Record | None:
     """
     with _locked(settings.cache_dir):
         found = _live_record(settings.cache_dir, forget_stale=True)
-        if found is not None:
+        if found is not None and found.container is not None:
+            from unmocked.servers import containers
+
+            containers.remove_detached(found.container)
+            (settings.cache_dir / _STATE_FILE).unlink(missing_ok=True)
+        elif found is not None:
             _process.stop_stray(found.pid, (signal.SIGINT, signal.SIGQUIT, signal.SIGKILL))
             if _process.is_alive(found.pid):
                 raise ServerError(
@@ -133,7 +188,12 @@ def _live_record(cache_dir: Path, forget_stale: bool) -> Record | None:
 
 
 def _is_running(record: Record) -> bool:
-    """True when the recorded pid is a postmaster on the recorded data folder, started then."""
+    """True when the recorded pid is a postmaster on the recorded data folder, started then; for a
+    container, when the engine runs it with the recorded pid and start time."""
+    if record.container is not None:
+        from unmocked.servers import containers
+
+        return containers.detached_state(record.container) == (record.pid, record.started_at)
     data_dir = record.server.data_dir
     account = service_account()
     uid = account.uid if account is not None else os.geteuid()
@@ -172,6 +232,7 @@ def _read(path: Path) -> Record:
         pid=int(fields["pid"]),
         started_at=float(fields["started_at"]),
         server_settings=tuple((str(name), str(value)) for name, value in fields["server_settings"]),
+        container=str(fields["container"]) if fields.get("container") else None,
     )
 
 
