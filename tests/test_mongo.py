@@ -4,16 +4,21 @@ The tests of the rules (names, what a collection drops, URLs, the paragraph when
 a suite without mongo fixtures) run everywhere. The tests that need a MongoDB server run for real
 when ``UNMOCKED_MONGODB_URL`` is set or a ``mongod`` is on PATH, and skip with that reason
 otherwise: no MongoDB server can be installed on the machines this project is built on, and a fake
-one (mongomock) would test nothing this module promises.
+one (mongomock) would test nothing this module promises. The Docker source's tests need an engine
+that answers; the one that starts a container also needs a ``mongo:*`` image there.
 """
 
 from __future__ import annotations
 
+import fcntl
 import importlib.util
 import os
 import shutil
+import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -152,7 +157,9 @@ def test_asking_for_mongo_db_without_any_server_says_the_three_ways_to_get_one(
             "asyncio_default_fixture_loop_scope = function\n",
         },
     )
-    env = embedded_env(tmp_path / "cache", PATH=_path_without_mongod())
+    env = embedded_env(
+        tmp_path / "cache", PATH=_path_without_mongod(), DOCKER_HOST=f"unix://{tmp_path}/no.sock"
+    )
     report = tmp_path / "report.xml"
     result = run_pytest("-p", "no:randomly", f"--junitxml={report}", env=env, cwd=project)
     found = outcomes(report)
@@ -161,12 +168,21 @@ def test_asking_for_mongo_db_without_any_server_says_the_three_ways_to_get_one(
     for way in (
         "set UNMOCKED_MONGODB_URL",
         "mongod is on PATH",
-        "docker run -d -p 27017:27017 mongo:8",
+        "Docker cannot serve (no Docker engine answers at unix://",
+        "when the engine answers, unmocked starts a container from "
+        "mongo:<UNMOCKED_MONGODB_VERSION, default 8>",
         "pip install 'unmocked[mongo]'",
     ):
         assert way in paragraph, result.stdout
     assert "Traceback" not in result.stdout and "unmocked/mongo" not in result.stdout
     assert "unmocked: PostgreSQL" not in result.stdout  # MongoDB fixtures start no PostgreSQL
+
+
+def test_the_docker_image_is_mongo_of_the_version_setting() -> None:
+    assert sources.image_for("") == "mongo:8"
+    assert sources.image_for(" 7.0 ") == "mongo:7.0"
+    with pytest.raises(ConfigurationError, match="UNMOCKED_MONGODB_VERSION is '8; rm'"):
+        sources.image_for("8; rm")
 
 
 BLOCK_PYMONGO = """
@@ -458,3 +474,126 @@ def test_a_mongod_that_exits_as_it_starts_is_said_with_its_log_and_frees_its_slo
         with pytest.raises(MongoError, match="exited with status 1 as it started") as raised:
             start_mongod(shutil.which("false") or "/bin/false", tmp_path / "cache")
     assert "slot-0" in str(raised.value)
+
+
+# -- in a Docker container -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def engine() -> Any:
+    from unmocked.servers import containers
+
+    try:
+        return containers.engine()
+    except containers.Unavailable as error:
+        pytest.skip(f"the Docker source cannot be tested here: {error}")
+
+
+@pytest.fixture
+def ours(engine: Any) -> Iterator[None]:
+    """The engine's unmocked containers to this test alone, as test_docker.py's tests take them
+    (the same lock file); after it, whatever its runs left is removed."""
+    from unmocked.servers import containers
+
+    with open(Path(tempfile.gettempdir()) / "unmocked-test-docker.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+        containers.collect_abandoned(engine)
+
+
+def _mongo_containers(engine: Any) -> list[str]:
+    from unmocked.servers import containers
+
+    listed = engine.containers.list(all=True, filters={"label": containers.OWNER})
+    return [c.name for c in listed if c.attrs["Config"]["Image"].startswith("mongo")]
+
+
+def _docker_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """No URL and no mongod: the Docker source is the one left."""
+    return embedded_env(tmp_path / "cache", PATH=_path_without_mongod(), **extra)
+
+
+@pytest.mark.skipif(not HAS_PYMONGO, reason="pymongo is not installed")
+def test_an_engine_without_the_image_is_one_paragraph_naming_it_not_a_hang(
+    engine: Any, ours: None, tmp_path: Path
+) -> None:
+    from unmocked.servers import containers
+
+    if any("mongo:8" in image.tags for image in engine.images.list()):
+        pytest.skip("this engine has mongo:8")
+    before = _mongo_containers(engine)
+    project = write_files(tmp_path / "project", ONE_MONGO_TEST)
+    began = time.monotonic()
+    result = run_pytest(
+        "-p",
+        "no:randomly",
+        env=_docker_env(tmp_path),
+        cwd=project,
+        timeout=containers.PULL_TIMEOUT + 60,
+    )
+    took = time.monotonic() - began
+    assert result.returncode == 1, result.stdout
+    paragraph = " ".join(result.stdout.split())
+    for said in (
+        "UNMOCKED_MONGODB_URL is not set, no mongod is on PATH, and the Docker engine at ",
+        "has no image mongo:8, and pulling it ",
+        "(docker pull mongo:8), or set UNMOCKED_MONGODB_VERSION to the tag of a mongo image the "
+        "engine has (",
+        "Or get one another way: set UNMOCKED_MONGODB_URL to a server you run",
+        "so that mongod is on PATH",
+    ):
+        assert said in paragraph, result.stdout
+    assert "Traceback" not in result.stdout
+    assert took < containers.PULL_TIMEOUT + 30  # a registry that answers: a failed pull; none: fast
+    assert _mongo_containers(engine) == before
+
+
+def _a_mongo_image(engine: Any) -> str:
+    tags: list[str] = sorted(
+        t for image in engine.images.list() for t in image.tags if t.startswith("mongo:")
+    )
+    if not tags:
+        pytest.skip("the Docker engine has no mongo:* image (docker pull mongo:8 to run this test)")
+    return tags[-1]
+
+
+@pytest.mark.skipif(not HAS_PYMONGO, reason="pymongo is not installed")
+def test_a_mongo_container_serves_a_database_per_test_and_is_gone_after(
+    engine: Any, ours: None, tmp_path: Path
+) -> None:
+    tag = _a_mongo_image(engine).partition(":")[2]
+    names, where = tmp_path / "names.txt", tmp_path / "where.txt"
+    project = write_files(
+        tmp_path / "project",
+        {
+            "test_orders.py": """
+                import os
+
+                def remember(name):
+                    with open(os.environ["NAMES_FILE"], "a") as out:
+                        out.write(name + "\\n")
+
+                def test_one(mongo_db, unmocked_mongo):
+                    remember(mongo_db.name)
+                    with open(os.environ["WHERE_FILE"], "w") as out:
+                        out.write(unmocked_mongo.source.where)
+                    mongo_db.orders.insert_one({"customer": "ada"})
+
+                def test_two(mongo_db):
+                    remember(mongo_db.name)
+                    assert mongo_db.list_collection_names() == []
+            """,
+        },
+    )
+    env = _docker_env(
+        tmp_path, NAMES_FILE=str(names), WHERE_FILE=str(where), UNMOCKED_MONGODB_VERSION=tag
+    )
+    result = run_pytest("-p", "no:randomly", env=env, cwd=project, timeout=180)
+    assert result.returncode == 0, result.stdout
+    assert len(set(names.read_text().split())) == 2
+    name = where.read_text().split()[1]
+    assert (
+        where.read_text().startswith("container unmocked-")
+        and f"(from mongo:{tag})" in where.read_text()
+    )
+    assert name not in _mongo_containers(engine)

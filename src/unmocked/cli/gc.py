@@ -55,7 +55,8 @@ def collect_garbage(settings: Settings, include_templates: bool) -> int:
 def _collect_mongo(settings: Settings) -> None:
     """The MongoDB databases of dead runs on ``UNMOCKED_MONGODB_URL``'s server, when it is set.
 
-    Not on a mongod of a run's own: it stops with its run, and the next run collects its slot.
+    Not on a mongod or mongo container of a run's own: it stops with its run (the next run
+    collects its slot; a dead run's container goes with the containers above).
     """
     from unmocked.mongo import sources
 

@@ -31,6 +31,7 @@ import secrets
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -87,15 +88,13 @@ def start_container(settings: Settings, detached: bool = False) -> ContainerServ
     :class:`ConfigurationError` for an image whose major is not ``unmocked_pg_version``.
     """
     client = engine()
-    with_labels = {OWNER: owner(), PID: str(os.getpid()), PID_STARTED: process_started(os.getpid())}
+    extra: dict[str, str] = {}
     if detached:
         from unmocked.servers._places import cache_folder
 
-        with_labels |= {DETACHED: "1", RECORD: str(cache_folder(settings.cache_dir))}
+        extra = {DETACHED: "1", RECORD: str(cache_folder(settings.cache_dir))}
     image_name = image_for(settings)
     image = _image(client, image_name)
-    collect_abandoned(client)  # a run that starts one cleans up after the runs that died
-    run = new_run_id()
     secret = secrets.token_urlsafe(24)
     env = _environment(image)
     settings_for_tests = [*tuned_for_tests(_major(env, settings, image_name)).items()]
@@ -105,24 +104,17 @@ def start_container(settings: Settings, detached: bool = False) -> ContainerServ
         for arg in ("-c", f"{name}={value}")
     ]
     started = time.monotonic()
-    try:
-        container = client.containers.run(
-            image_name,  # by name, so that listings and `unmocked gc` say which
-            command=["postgres", *flags],
-            name=f"unmocked-{run}",
-            labels={**with_labels, RUN: run},
-            environment={"POSTGRES_PASSWORD": secret, "POSTGRES_USER": "postgres"},
-            ports={"5432/tcp": ("127.0.0.1", None)},
-            tmpfs={env.get("PGDATA") or "/var/lib/postgresql/data": "rw"},
-            shm_size="256m",  # parallel queries' shared memory; the engine's default is 64 MB
-            detach=True,
-        )
-    except Exception as error:  # the SDK's APIError, or requests' for an engine that went away
-        raise ServerError(
-            f"The Docker engine at {_where()} could not start a container from {image_name}: "
-            f"{_short(error)}"
-        ) from None
-    running = ContainerServer(container)
+    running = run_labelled(
+        client,
+        image_name,
+        command=["postgres", *flags],
+        environment={"POSTGRES_PASSWORD": secret, "POSTGRES_USER": "postgres"},
+        port="5432/tcp",
+        tmpfs=[env.get("PGDATA") or "/var/lib/postgresql/data"],
+        labels=extra,
+        shm_size="256m",  # parallel queries' shared memory; the engine's default is 64 MB
+    )
+    container = running.container
     try:
         server = _wait_until_ready(container, image_name, secret, detached)
         if settings.pg_version not in (None, server.major):
@@ -138,6 +130,48 @@ def start_container(settings: Settings, detached: bool = False) -> ContainerServ
     running.server = server
     running.phases.record("start", time.monotonic() - started)
     return running
+
+
+def run_labelled(
+    client: Any,
+    image_name: str,
+    *,
+    command: list[str],
+    environment: dict[str, str],
+    port: str,
+    tmpfs: list[str],
+    labels: dict[str, str] | None = None,
+    **options: Any,
+) -> ContainerServer:
+    """Start a container from ``image_name`` for this process, whatever server it runs.
+
+    It carries :data:`OWNER`, :data:`PID`, :data:`PID_STARTED` and :data:`RUN` (plus ``labels``),
+    so that :func:`collect_abandoned` removes it once this process is provably gone; ``port`` is
+    published on 127.0.0.1 at a port the engine picks, and each of ``tmpfs`` is a tmpfs mount (the
+    data goes with the container). First it removes what dead runs left: a run that starts one
+    cleans up after the runs that died. :class:`ServerError` if the engine will not start it.
+    """
+    collect_abandoned(client)
+    run = new_run_id()
+    own = {OWNER: owner(), PID: str(os.getpid()), PID_STARTED: process_started(os.getpid())}
+    try:
+        container = client.containers.run(
+            image_name,  # by name, so that listings and `unmocked gc` say which
+            command=command,
+            name=f"unmocked-{run}",
+            labels={**own, **(labels or {}), RUN: run},
+            environment=environment,
+            ports={port: ("127.0.0.1", None)},
+            tmpfs=dict.fromkeys(tmpfs, "rw"),
+            detach=True,
+            **options,
+        )
+    except Exception as error:  # the SDK's APIError, or requests' for an engine that went away
+        raise ServerError(
+            f"The Docker engine at {_where()} could not start a container from {image_name}: "
+            f"{_short(error)}"
+        ) from None
+    return ContainerServer(container)
 
 
 class ContainerServer(RunningServer):
@@ -181,7 +215,7 @@ class ContainerServer(RunningServer):
         return (
             f"its container {self.container.name} {self.container.status} (exit code {code}). "
             f"Last lines of its log (docker logs {self.container.name}):\n  "
-            + _logs(self.container).replace("\n", "\n  ")
+            + logs(self.container).replace("\n", "\n  ")
         )
 
 
@@ -217,13 +251,13 @@ def describe_engine(settings: Settings) -> str:
 
 def _postgres_images(client: Any) -> str:
     """The engine's images whose names say postgres or postgis, for people."""
-    found = sorted(
-        tag
-        for image in client.images.list()
-        for tag in image.tags
-        if "postgres" in tag or "postgis" in tag
-    )
-    return ", ".join(found) or "none named postgres or postgis"
+    named = image_tags(client, lambda tag: "postgres" in tag or "postgis" in tag)
+    return ", ".join(named) or "none named postgres or postgis"
+
+
+def image_tags(client: Any, wanted: Callable[[str], bool]) -> list[str]:
+    """The engine's image tags that ``wanted`` keeps, sorted: what a paragraph offers instead."""
+    return sorted(tag for image in client.images.list() for tag in image.tags if wanted(tag))
 
 
 def collect_abandoned(client: Any) -> list[str]:
@@ -292,7 +326,21 @@ def _why_dead(labels: dict[str, str]) -> str | None:
 
 
 def _image(client: Any, name: str) -> Any:
-    """The engine's image ``name``, pulled when it has none; :class:`Unavailable` if it cannot."""
+    """The engine's PostgreSQL image ``name``, pulled when it has none; :class:`Unavailable` if
+    it cannot, saying which images it has."""
+    return find_image(
+        client,
+        name,
+        lambda: (
+            f"set unmocked_image to an image the engine has ({_postgres_images(client)}) and "
+            "unmocked_pg_version to its major"
+        ),
+    )
+
+
+def find_image(client: Any, name: str, instead: Callable[[], str]) -> Any:
+    """The engine's image ``name``, pulled when it has none; :class:`Unavailable` if it cannot,
+    ending with ``instead()``: what else the reader can do (asked only then)."""
     import docker
 
     try:
@@ -322,8 +370,7 @@ def _image(client: Any, name: str) -> Any:
     )
     raise Unavailable(
         f"the Docker engine at {_where()} has no image {name}, and {failed}. Pull or build it "
-        f"(docker pull {name}), or set unmocked_image to an image the engine has "
-        f"({_postgres_images(client)}) and unmocked_pg_version to its major."
+        f"(docker pull {name}), or {instead()}."
     )
 
 
@@ -361,7 +408,7 @@ def _wait_until_ready(container: Any, image_name: str, secret: str, detached: bo
             raise ServerError(
                 f"The container {container.name} from {image_name} {container.status} before "
                 f"PostgreSQL accepted connections. Last lines of its log:\n  "
-                + _logs(container).replace("\n", "\n  ")
+                + logs(container).replace("\n", "\n  ")
             )
         published = (container.ports.get("5432/tcp") or [{}])[0].get("HostPort")
         if published:
@@ -390,7 +437,7 @@ def _wait_until_ready(container: Any, image_name: str, secret: str, detached: bo
             raise ServerError(
                 f"PostgreSQL in the container {container.name} from {image_name} did not accept "
                 f"connections within {READY_TIMEOUT:.0f} seconds ({last}). Last lines of its "
-                "log:\n  " + _logs(container).replace("\n", "\n  ")
+                "log:\n  " + logs(container).replace("\n", "\n  ")
             )
         time.sleep(0.05)
 
@@ -444,7 +491,8 @@ def _timestamp(started: str) -> float:
         return 0.0
 
 
-def _logs(container: Any, lines: int = 10) -> str:
+def logs(container: Any, lines: int = 10) -> str:
+    """The container's last ``lines`` of log, passwords hidden, for a paragraph."""
     try:
         return redact(container.logs(tail=lines).decode(errors="replace").strip()) or "(empty)"
     except Exception:
