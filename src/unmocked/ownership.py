@@ -272,7 +272,7 @@ class Lease:
         self.conn = self._take()
 
     def _take(self) -> AdminConnection:
-        conn: AdminConnection = known_state.connect(self._admin_url, self._major)
+        conn: AdminConnection = known_state.connect(self._admin_url, self._major, self.run_id)
         conn.execute(
             "SELECT pg_advisory_lock_shared(%s, %s)", (LEASE_LOCK_CLASS, lock_key(self.run_id))
         )

@@ -7,7 +7,7 @@ longer suite or in production. The pool ends every session of a released databas
 
 1. :func:`sessions_left` reads ``pg_stat_activity`` for the database's OID in one small query,
    leaving out unmocked's own sessions (named
-   :data:`~unmocked.servers.known_state.OWN_APPLICATION_NAME`, such as the ``queries`` fixture's
+   by :mod:`unmocked.session_names`, such as the ``queries`` fixture's
    explaining connection) and the admin session itself;
 2. a session its client closed a moment ago stays listed until its backend has exited (a few
    milliseconds): what the first look finds is looked at again, for up to
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from unmocked.checks.shapes import shape
 from unmocked.errors import LeakError, UnmockedWarning
 from unmocked.ownership import AdminConnection, age_in_words
-from unmocked.servers.known_state import OWN_APPLICATION_NAME
+from unmocked.session_names import IS_OWN_SESSION
 
 # How long a session found at the end of a test may take to go before it counts as left open: its
 # backend exits a few milliseconds after the client closed it (4 ms at most over 200 closes on an
@@ -45,7 +45,7 @@ SELECT pid, application_name, coalesce(state, ''),
        coalesce(query, '')
   FROM pg_stat_activity
  WHERE datid = %s AND pid <> pg_backend_pid() AND backend_type = 'client backend'
-   AND application_name IS DISTINCT FROM '{OWN_APPLICATION_NAME}'
+   AND NOT coalesce({IS_OWN_SESSION}, false)
  ORDER BY backend_start, pid
 """
 

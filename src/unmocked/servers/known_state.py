@@ -6,7 +6,8 @@ run's sessions read-only or time them out. Four parts of unmocked deal with them
 
 1. unmocked's own sessions (admin, lease, reset) connect with :data:`OWN_SESSION_SETTINGS` in their
    connection options (:func:`own_session_conninfo`, :func:`connect`), which win over all three,
-   and as :data:`OWN_APPLICATION_NAME`, which tells them from the code under test's;
+   and with an application_name of :mod:`unmocked.session_names`, which tells them from the code
+   under test's;
 2. a server unmocked owns is put back to its known state every time it starts (:func:`restore`):
    no ``ALTER SYSTEM`` entries, no settings of the admin role, of every role (``ALTER ROLE ALL``)
    or of the maintenance databases, and a maintenance database that refuses connections takes them
@@ -29,6 +30,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from unmocked.errors import ServerError
+from unmocked.session_names import own_application_name
 from unmocked.urls import database_of, redact, with_database
 
 if TYPE_CHECKING:
@@ -44,10 +46,6 @@ OWN_SESSION_SETTINGS = (
     (14, "idle_session_timeout", "0"),
     (17, "transaction_timeout", "0"),
 )
-
-# The application_name of unmocked's own sessions: how pg_stat_activity tells them from the
-# sessions of the code under test (see unmocked.checks.leaks).
-OWN_APPLICATION_NAME = "unmocked"
 
 # Each setting of pg_db_role_setting as the statement that made it, and the one that undoes it.
 SETTINGS_MADE = """
@@ -100,21 +98,24 @@ def own_session_options(major: int, options: str = "") -> str:
     return " ".join([options, *ours]).strip()
 
 
-def own_session_conninfo(url: str, major: int) -> str:
+def own_session_conninfo(url: str, major: int, run: str | None = None) -> str:
     """``url`` as a libpq connection string for a session of unmocked's own (see
-    :data:`OWN_SESSION_SETTINGS`), named :data:`OWN_APPLICATION_NAME`; the URL's own ``options``
-    are kept, ours come after."""
+    :data:`OWN_SESSION_SETTINGS`), named by :func:`~unmocked.session_names.own_application_name`
+    (``run``: the run whose lease it holds); the URL's own ``options`` are kept, ours come after."""
     options = conninfo_to_dict(url).get("options") or ""
     return make_conninfo(
         url,
         options=own_session_options(major, str(options)),
-        application_name=OWN_APPLICATION_NAME,
+        application_name=own_application_name(run),
     )
 
 
-def connect(url: str, major: int, **kwargs: Any) -> psycopg.Connection[tuple[Any, ...]]:
-    """An autocommit connection for unmocked's own work, deaf to settings tests left."""
-    return psycopg.connect(own_session_conninfo(url, major), autocommit=True, **kwargs)
+def connect(
+    url: str, major: int, run: str | None = None, **kwargs: Any
+) -> psycopg.Connection[tuple[Any, ...]]:
+    """An autocommit connection for unmocked's own work, deaf to settings tests left (``run``:
+    the run whose lease it is to hold)."""
+    return psycopg.connect(own_session_conninfo(url, major, run), autocommit=True, **kwargs)
 
 
 def is_superuser(conn: psycopg.Connection[Any]) -> bool:
