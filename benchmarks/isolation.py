@@ -10,6 +10,9 @@ The modes run the same generated test (see ``suites/``) against the same 80-tabl
 ``shared``             one long-lived connection, real commits, no isolation: the database floor;
 ``pg``                 unmocked's ``pg``: an outer transaction rolled back, on a shared connection;
 ``pg_url``             unmocked's ``pg_url``: a database per test, cloned from the template;
+``pg_url-owner``       the same as a role with CREATEDB and nothing more (a managed service's:
+                       no event triggers, no ``session_replication_role``), which the benchmark
+                       creates; its "x peer" against the superuser's ``pg_url`` (issue: <= 2);
 ``pytest-postgresql``  pytest-postgresql's ``postgresql``: its per-test database from its template;
 ``truncate``           one database, every table truncated after each test;
 ``sa_shared``          the same work through the SQLAlchemy ORM, on one connection, no isolation;
@@ -57,6 +60,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from cli import load_average, run_command, write_report
 from pytest_runs import BenchmarkError, Run, clean_environment, lay_out, progress, timed_run
@@ -83,6 +87,8 @@ class Mode:
     of its isolation alone, without the test's own database work."""
     ini: tuple[str, ...] = ()
     """More lines of its ``pytest.ini``."""
+    as_owner: bool = False
+    """Run as :attr:`Target.owner_url`'s role (CREATEDB alone), not as the superuser."""
 
 
 MODES = (  # peers back to back, in both orders (see measure())
@@ -100,6 +106,14 @@ MODES = (  # peers back to back, in both orders (see measure())
         "pg+queries", "suite_unmocked_pg_queries.py", "unmocked.plugin", peer="pg", floor="shared"
     ),
     Mode("pg_url", "suite_unmocked_pg_url.py", "unmocked.plugin", floor="shared"),
+    Mode(
+        "pg_url-owner",
+        "suite_unmocked_pg_url.py",
+        "unmocked.plugin",
+        peer="pg_url",
+        floor="shared",
+        as_owner=True,
+    ),
     Mode(
         "pytest-postgresql",
         "suite_pytest_postgresql.py",
@@ -142,6 +156,8 @@ class Target:
     truncate_database: str
     shared_database: str
     pytest_postgresql_database: str
+    owner_url: str
+    """A login role of the benchmark's with CREATEDB and nothing more, and a random password."""
 
 
 @dataclass(frozen=True)
@@ -192,12 +208,14 @@ def server_url(url: str | None, cache: Path | None = None) -> Iterator[tuple[str
 def prepared_target(admin_url: str, workspace: Path) -> Iterator[Target]:
     """Write the migrations, build the TRUNCATE mode's database; drop all of it afterwards."""
     run = secrets.token_hex(4)
+    owner, password = f"bench_owner_{run}", secrets.token_hex(12)
     target = Target(
         admin_url=admin_url,
         migrations=workspace / "migrations",
         truncate_database=f"bench_truncate_{run}",
         shared_database=f"bench_shared_{run}",
         pytest_postgresql_database=f"bench_ppg_{run}",
+        owner_url=make_conninfo(admin_url, user=owner, password=password),
     )
     write_migrations(target.migrations)
     source = migrations.load(str(target.migrations), workspace)
@@ -207,6 +225,11 @@ def prepared_target(admin_url: str, workspace: Path) -> Iterator[Target]:
         template_was_there = _database_exists(admin, unmocked_template)
         admin.execute(
             sql.SQL("CREATE DATABASE {}").format(sql.Identifier(target.truncate_database))
+        )
+        admin.execute(
+            sql.SQL("CREATE ROLE {} LOGIN CREATEDB PASSWORD {}").format(
+                sql.Identifier(owner), sql.Literal(password)
+            )
         )
         try:
             source.apply(with_database(admin_url, target.truncate_database))
@@ -225,6 +248,7 @@ def prepared_target(admin_url: str, workspace: Path) -> Iterator[Target]:
             _drop(admin, f"{target.pytest_postgresql_database}_tmpl")
             if not template_was_there:
                 ownership.drop_database(admin, unmocked_template)
+            _drop_role(admin, owner)
 
 
 def _database_exists(admin: psycopg.Connection[Any], name: str) -> bool:
@@ -241,6 +265,19 @@ def _drop(admin: psycopg.Connection[Any], name: str) -> None:
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
     )
     admin.execute(sql.SQL("DROP DATABASE {}").format(identifier))
+
+
+def _drop_role(admin: psycopg.Connection[Any], role: str) -> None:
+    """The owner role, after the databases of unmocked's it owns (its own template among them:
+    a template's fingerprint covers the role that built it)."""
+    rows = admin.execute(
+        "SELECT datname FROM pg_database WHERE datdba = (SELECT oid FROM pg_roles "
+        "WHERE rolname = %s)",
+        (role,),
+    ).fetchall()
+    for (name,) in rows:
+        ownership.drop_database(admin, str(name))
+    admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
 
 
 # -- running pytest -----------------------------------------------------------------------------
@@ -274,8 +311,10 @@ def environment(target: Target) -> dict[str, str]:
     return env
 
 
-def run_mode(mode: Mode, folder: Path, tests: int, env: dict[str, str]) -> Run:
+def run_mode(mode: Mode, folder: Path, tests: int, env: dict[str, str], target: Target) -> Run:
     """One timed pytest run of the mode, loading only its own plugin."""
+    if mode.as_owner:
+        env = {**env, "UNMOCKED_DATABASE_URL": target.owner_url}
     try:
         return timed_run(folder, tests, env, [mode.plugin] if mode.plugin else [])
     except BenchmarkError as error:
@@ -296,14 +335,14 @@ def measure(
     env = environment(target)
     folders = {mode.name: lay_out_mode(mode, target, workspace) for mode in modes}
     for mode in modes:
-        run_mode(mode, folders[mode.name], 1, env)
+        run_mode(mode, folders[mode.name], 1, env, target)
     timings: dict[str, dict[int, list[Run]]] = {mode.name: {n: [] for n in sizes} for mode in modes}
     with psycopg.connect(target.admin_url, autocommit=True) as admin:
         for round_number in range(1, repeat + 1):
             for mode in modes if round_number % 2 else modes[::-1]:
                 for tests in sizes:
                     checkpoint(admin)
-                    run = run_mode(mode, folders[mode.name], tests, env)
+                    run = run_mode(mode, folders[mode.name], tests, env, target)
                     timings[mode.name][tests].append(run)
                     progress(
                         f"per test: repeat {round_number}/{repeat}  {mode.name:<18} "

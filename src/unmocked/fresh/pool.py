@@ -22,9 +22,10 @@ life. Objects and settings of the whole server (roles, databases, tablespaces, r
 ``ALTER SYSTEM``, role and database settings) cannot be put back inside one database:
 :meth:`FreshPool.release` returns those that appeared during the test, for the caller to name.
 
-A server that does not allow event triggers (a role that is not superuser, on a server given by
-URL) or is older than PostgreSQL 14 (which cannot wait for a session to end) gets a clone per test
-and a drop after it, as exact and slower.
+A role that is no superuser (a managed service's, on a server given by URL) gets machinery of its
+own that needs no event triggers and no ``session_replication_role`` (see
+:mod:`unmocked.fresh.reset`). A server older than PostgreSQL 14 (which cannot wait for a session
+to end) gets a clone per test and a drop after it, as exact and slower.
 """
 
 from __future__ import annotations
@@ -156,6 +157,7 @@ class FreshPool:
         self._source_fingerprint: str | None = None
         self.reset_unavailable = reset.why_reset_is_unavailable(admin)
         """Why databases are dropped and cloned instead of reset, or None when they are reset."""
+        self._reset_mode = reset.mode_of(admin)
 
     def acquire(self) -> FreshDatabase:
         """A database in the template's state that no session is connected to, IN_USE.
@@ -297,7 +299,8 @@ class FreshPool:
                 known_state.own_session_conninfo(
                     with_database(self.admin_url, new_name),
                     self.admin.info.server_version // 10000,
-                )
+                ),
+                self._reset_mode,
             )
         pool = FreshPool(
             self.admin,
@@ -401,14 +404,17 @@ class FreshPool:
                     machinery = ensure_template(
                         self.admin,
                         self.admin_url,
-                        reset.ResetMachinery(template),
+                        reset.ResetMachinery(template, self._reset_mode),
                         self.admin.info.server_version // 10000,
                         self.run_id,
                         base=template.name,
                     )
                     self._source, self._source_fingerprint = machinery.name, machinery.fingerprint
                 except (UnmockedError, psycopg.Error) as error:
-                    self.reset_unavailable = f"preparing the template for reset failed: {error}"
+                    said = error.diag.message_primary if isinstance(error, psycopg.Error) else None
+                    self.reset_unavailable = (
+                        f"preparing the template for reset failed: {said or error}"
+                    )
         return self._source
 
     def _learn_whether_the_schema_allows_reset(self, database: FreshDatabase) -> None:

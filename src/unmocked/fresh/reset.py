@@ -8,9 +8,15 @@ tests pay nothing for it). It adds a schema of ours, ``unmocked_reset``, holding
   ordinary and partitioned table. Statement triggers fire for COPY FROM, for the cascading deletes
   of foreign keys and for TRUNCATE (also of each table a CASCADE reaches); the triggers are
   ``ENABLE ALWAYS`` so ``session_replication_role = replica`` cannot silence them;
-- a table that an event trigger (``ddl_command_end`` and ``sql_drop``, also ``ENABLE ALWAYS``)
-  writes to when a schema object outside temporary schemas is created, altered, granted or
-  dropped: a database whose schema changed is dropped and cloned again, never repaired;
+- what tells a schema change, which makes a database be dropped and cloned again, never repaired.
+  On a superuser's server, an event trigger (``ddl_command_end`` and ``sql_drop``, also
+  ``ENABLE ALWAYS``) writes to a table when a schema object outside temporary schemas is created,
+  altered, granted or dropped (:attr:`ResetMode.watch` ``events``). A role that is no superuser (a
+  managed service's: CREATEDB, owner of its databases) may not make event triggers: the reset then
+  reads the catalogs themselves (``catalogs``). Every row a statement writes carries its
+  transaction's id (``xmin``), so a catalog row newer than the last reset, or a catalog with more or
+  fewer rows than then, is a change; a relation's row a TRUNCATE, CLUSTER or REINDEX rewrote for
+  its new storage alone is told apart by comparing what else it says with a snapshot;
 - a copy of every row the template holds, and each sequence's value in the template.
 
 Marks are plain (logged) tables: a crash of the server keeps them, where an unlogged table would
@@ -22,14 +28,22 @@ table never wait for each other on our account.
 schema changed, a trigger of ours was disabled...), or deletes every row of the tables written to
 (plus inheritance children and partitions, and tables whose foreign keys have ON DELETE / ON UPDATE
 actions on them, transitively), puts the template's rows back, sets every sequence back and unlinks
-every large object, all with ``session_replication_role = replica`` so that neither foreign keys nor
-the user's triggers act on the way. :class:`ResetInside` runs it through libpq's non-blocking calls,
-so the server resets one database while the next test runs on another.
+every large object, with ``session_replication_role = replica`` so that neither foreign keys nor
+the user's triggers act on the way. A role that may not set it (:attr:`ResetMode.replica` off)
+puts rows back by primary key instead: the rows the test added are deleted (from the tables that
+reference others first), the template's rows updated back where they changed and inserted where
+they went (referenced tables first), so that a row of the template that an unwritten table's rows
+reference is never deleted; what is deferrable is deferred, and the user's triggers are switched
+off by name for the while. A schema whose foreign keys form a cycle, with a referenced table of
+rows but no primary key, a rule or FORCE ROW LEVEL SECURITY, is cloned per test instead.
+:class:`ResetInside` runs it through libpq's non-blocking calls, so the server resets one database
+while the next test runs on another.
 """
 
 from __future__ import annotations
 
 import select
+from dataclasses import dataclass
 from importlib import resources
 
 import psycopg
@@ -46,18 +60,54 @@ INSTALL = resources.files(__package__).joinpath("reset.sql").read_text(encoding=
 """Prepare a database for reset: run once, in the template copy pg_url databases come from."""
 
 UNINSTALL = f"""
-DROP EVENT TRIGGER unmocked_ddl, unmocked_index, unmocked_drop;
+DROP EVENT TRIGGER IF EXISTS unmocked_ddl, unmocked_index, unmocked_drop;
 DROP SCHEMA {SCHEMA} CASCADE;
 """
 """Remove :data:`INSTALL`'s machinery (the triggers on tables go with the functions they call)."""
 
-CHANGES = (
-    f"SELECT EXISTS (SELECT FROM {SCHEMA}.written) OR EXISTS (SELECT FROM {SCHEMA}.schema_changed)"
-)
+CHANGES = f"SELECT EXISTS (SELECT FROM {SCHEMA}.written) OR {SCHEMA}.schema_change() IS NOT NULL"
 """Whether a committed write or a schema change reached the database since its clone (or reset)."""
 
 RESET = b"SELECT unmocked_reset.reset()"
 """Put the database back to the template's state; NULL, or why it cannot (so: clone anew)."""
+
+
+@dataclass(frozen=True)
+class ResetMode:
+    """How the machinery tells a schema change and keeps foreign keys and triggers quiet: what
+    the role installing it may do (:func:`mode_of`)."""
+
+    watch: str
+    """``events``: event triggers note schema changes (a superuser's); ``catalogs``: the reset
+    reads the catalogs for them (any owner's)."""
+    replica: bool
+    """Whether the role may set ``session_replication_role`` (a superuser, or granted it)."""
+
+    def settings(self) -> str:
+        """The statement that hands the mode to :data:`INSTALL`."""
+        replica = "on" if self.replica else "off"
+        return (
+            f"SELECT set_config('{SCHEMA}.watch', '{self.watch}', false), "
+            f"set_config('{SCHEMA}.replica', '{replica}', false)"
+        )
+
+
+def mode_of(conn: AdminConnection) -> ResetMode:
+    """What the role of ``conn`` may do, so what machinery it installs.
+
+    PostgreSQL 15 lets a superuser grant ``SET`` on ``session_replication_role`` to a role
+    (``GRANT SET ON PARAMETER``); earlier, only superusers may set it.
+    """
+    granted = (
+        "has_parameter_privilege('session_replication_role', 'SET')"
+        if conn.info.server_version >= 150000
+        else "false"
+    )
+    row = conn.execute(
+        f"SELECT rolsuper, rolsuper OR {granted} FROM pg_roles WHERE rolname = current_user"
+    ).fetchone()
+    superuser, replica = (bool(row[0]), bool(row[1])) if row else (False, False)
+    return ResetMode("events" if superuser else "catalogs", replica)
 
 
 class ResetMachinery:
@@ -65,27 +115,37 @@ class ResetMachinery:
 
     A migration source in form, so that :func:`unmocked.templates.ensure_template` builds it once
     per template under the same lock and cache rules, cloned from the template itself. Its
-    fingerprint covers the text of ``reset.sql``: a changed file is a new copy, never a stale one.
+    fingerprint covers the text of ``reset.sql`` and the mode: a changed file is a new copy, never
+    a stale one, and roles of other rights on one server (a superuser and a managed service's
+    owner) each get the copy they can reset.
     """
 
-    def __init__(self, template: Template) -> None:
+    def __init__(self, template: Template, mode: ResetMode) -> None:
         self.template = template
+        self.mode = mode
 
     def describe(self) -> str:
         return f"the reset machinery over template {self.template.fingerprint[:6]}"
 
     def fingerprint(self) -> str:
-        return digest(b"reset", INSTALL.encode(), self.template.fingerprint.encode())
+        return digest(
+            b"reset",
+            INSTALL.encode(),
+            self.template.fingerprint.encode(),
+            f"{self.mode.watch} {self.mode.replica}".encode(),
+        )
 
     def apply(self, url: str) -> None:
         with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(self.mode.settings())
             conn.execute(INSTALL.encode())
 
 
-def install_again(url: str) -> None:
+def install_again(url: str, mode: ResetMode) -> None:
     """The machinery anew, over what a copy of a database that carried it holds now: reset then
     puts its clones back to this state, not to the template's."""
     with psycopg.connect(url, autocommit=True) as conn, conn.transaction():
+        conn.execute(mode.settings())
         conn.execute(UNINSTALL.encode())
         conn.execute(INSTALL.encode())
 
@@ -94,9 +154,6 @@ def why_reset_is_unavailable(conn: AdminConnection) -> str | None:
     """None when the server behind ``conn`` allows resetting databases, else why not."""
     if conn.info.server_version < 140000:
         return "PostgreSQL 13 and older cannot wait for a session to end"
-    row = conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()
-    if not row or not row[0]:
-        return f"the role {conn.info.user!r} is not a superuser, so it cannot use event triggers"
     return None
 
 
