@@ -72,7 +72,10 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     role = _createdb_role(session.config)
     with psycopg.connect(RUNNING_SERVER_URL, autocommit=True) as conn:
         for name, owner in ownership.our_databases(conn):
-            if (owner.kind == "template" and name not in before) or _owned_by(conn, name, role):
+            if owner.kind == "template" and name not in before:
+                # Unless in use: by another session of our tests on the same server.
+                ownership.drop_template_unless_in_use(conn, name, owner)
+            elif _owned_by(conn, name, role):
                 ownership.drop_database(conn, name)
         conn.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (role,)

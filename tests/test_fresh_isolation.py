@@ -11,9 +11,11 @@ import os
 import re
 from pathlib import Path
 
+import psycopg
 import pytest
+from psycopg import sql
 
-from helpers import run_unmocked
+from helpers import RUNNING_SERVER_URL, a_role_of_its_own, run_unmocked
 
 ALSO_AS_A_CREATEDB_ROLE = True
 
@@ -436,6 +438,10 @@ def state(url):
                          "ORDER BY 1").fetchall(),
             conn.execute("SELECT count(*), obj_description('audit'::regclass) FROM pg_class "
                          "WHERE relnamespace = 'public'::regnamespace").fetchone(),
+            conn.execute("SELECT relacl FROM pg_class WHERE relname = 'parent'").fetchone(),
+            conn.execute("SELECT (SELECT count(*) FROM pg_policy), (SELECT count(*) FROM "
+                         "pg_namespace WHERE nspname !~ '^pg_(toast_)?temp_'), "
+                         "(SELECT count(*) FROM pg_extension)").fetchone(),
         ]
 
 
@@ -482,8 +488,17 @@ def test_07_a_comment_is_a_schema_change(pg_url):
     write(pg_url, "COMMENT ON TABLE audit IS 'mine'")
 
 
+def test_08_a_grant(pg_url):
+    write(pg_url, "GRANT SELECT ON parent TO PUBLIC")
+
+
+def test_09_a_policy_a_schema_and_an_extension(pg_url):
+    write(pg_url, "CREATE POLICY mine ON audit USING (true)", "CREATE SCHEMA elsewhere",
+          "CREATE EXTENSION IF NOT EXISTS citext")
+
+
 @pytest.mark.parametrize("turn", range(4))
-def test_08_later_tests_see_the_template_state(pg_url, turn):
+def test_10_later_tests_see_the_template_state(pg_url, turn):
     check(pg_url)
 """
 
@@ -515,12 +530,38 @@ def test_a_createdb_roles_databases_are_reset_children_first_with_its_triggers_o
 ) -> None:
     _owner_project(as_a_createdb_role, OWNER_SCHEMA + f"-- {os.getpid()}\n", OWNER_SUITE)
     result = as_a_createdb_role.runpytest("-p", "no:randomly")
-    result.assert_outcomes(passed=11)
-    counts = re.search(r"11 fresh databases \((\d+) reset, (\d+) cloned\)", result.stdout.str())
+    result.assert_outcomes(passed=13)
+    counts = re.search(r"13 fresh databases \((\d+) reset, (\d+) cloned\)", result.stdout.str())
     assert counts, result.stdout.str()
-    # 01-03 and 06 are reset; 04, 05 and 07 changed the schema: their databases are cloned anew.
+    # 01-03 and 06 are reset; 04, 05, 07-09 changed the schema: their databases are cloned anew.
     assert int(counts[1]) >= 4, result.stdout.str()
     assert "cloned for every test" not in result.stdout.str()
+
+
+def test_a_createdb_role_granted_session_replication_role_is_reset_with_it(
+    pytester: pytest.Pytester, unmocked_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL 15's ``GRANT SET ON PARAMETER``: the catalogs watch, and the replica reset."""
+    role = f"unmocked_replica_{os.getpid()}"
+    with a_role_of_its_own(RUNNING_SERVER_URL, role, "CREATEDB") as url:
+        with psycopg.connect(RUNNING_SERVER_URL, autocommit=True) as admin:
+            if admin.info.server_version < 150000:
+                pytest.skip("GRANT SET ON PARAMETER came with PostgreSQL 15")
+            grant = sql.SQL("GRANT SET ON PARAMETER session_replication_role TO {}")
+            admin.execute(grant.format(sql.Identifier(role)))
+        try:
+            monkeypatch.setenv("UNMOCKED_PROVIDER", "url")
+            monkeypatch.setenv("UNMOCKED_DATABASE_URL", url)
+            monkeypatch.setenv("UNMOCKED_CACHE_DIR", str(unmocked_cache))
+            _owner_project(pytester, OWNER_SCHEMA + f"-- replica {os.getpid()}\n", OWNER_SUITE)
+            result = pytester.runpytest("-p", "no:randomly")
+        finally:
+            with psycopg.connect(RUNNING_SERVER_URL, autocommit=True) as admin:
+                revoke = sql.SQL("REVOKE SET ON PARAMETER session_replication_role FROM {}")
+                admin.execute(revoke.format(sql.Identifier(role)))
+    result.assert_outcomes(passed=13)
+    counts = re.search(r"13 fresh databases \((\d+) reset", result.stdout.str())
+    assert counts and int(counts[1]) >= 4, result.stdout.str()
 
 
 def test_foreign_keys_in_a_cycle_are_cloned_per_test_for_a_createdb_role_and_said_why(
