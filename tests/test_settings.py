@@ -206,3 +206,31 @@ def test_unmocked_run_reads_pytest_options_and_tool_unmocked_which_wins(tmp_path
     assert (settings.migrations, settings.extensions) == ("sql", ("citext",))
     assert settings.env == (("A", "{host}"), ("B", "{port}"))
     assert "unmocked_addopts" not in ini
+
+
+def test_max_connections_is_none_beyond_the_servers_and_the_wait_half_a_minute() -> None:
+    settings = settings_from()
+
+    assert (settings.max_connections, settings.connection_wait) == (None, 30.0)
+
+
+def test_max_connections_and_the_wait_come_from_ini_or_environment_which_wins() -> None:
+    ini = {"unmocked_max_connections": "8", "unmocked_connection_wait": "5"}
+    env = {"UNMOCKED_MAX_CONNECTIONS": "12"}
+    settings = Settings.from_values({}, env, Path("/p"), ini)
+
+    assert (settings.max_connections, settings.connection_wait) == (12, 5.0)
+
+
+@pytest.mark.parametrize("given", ["2", "0", "-4", "six", "6.5"])
+def test_max_connections_below_a_runs_own_three_or_not_a_whole_number_is_refused(
+    given: str,
+) -> None:
+    with pytest.raises(ConfigurationError, match=r"unmocked_max_connections = .*3 or more"):
+        settings_from({"unmocked_max_connections": given})
+
+
+@pytest.mark.parametrize("given", ["-1", "soon", "inf"])
+def test_connection_wait_that_is_not_seconds_is_refused(given: str) -> None:
+    with pytest.raises(ConfigurationError, match=r"unmocked_connection_wait = .* not a number"):
+        settings_from({"unmocked_connection_wait": given})

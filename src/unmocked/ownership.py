@@ -265,17 +265,31 @@ class Lease:
     which any holder refuses.
     """
 
-    def __init__(self, admin_url: str, run_id: str, major: int = 0) -> None:
+    def __init__(
+        self,
+        admin_url: str,
+        run_id: str,
+        major: int = 0,
+        group_lock: tuple[int, int] | None = None,
+    ) -> None:
+        """``group_lock``: a second advisory lock the lease session holds shared, in the same
+        round trip (the run's group, which :mod:`unmocked.connection_budget` counts by)."""
         self.run_id = run_id
         self._admin_url = admin_url
         self._major = major
+        self._group_lock = group_lock
         self.conn = self._take()
 
     def _take(self) -> AdminConnection:
         conn: AdminConnection = known_state.connect(self._admin_url, self._major, self.run_id)
-        conn.execute(
-            "SELECT pg_advisory_lock_shared(%s, %s)", (LEASE_LOCK_CLASS, lock_key(self.run_id))
-        )
+        lease = (LEASE_LOCK_CLASS, lock_key(self.run_id))
+        if self._group_lock is None:
+            conn.execute("SELECT pg_advisory_lock_shared(%s, %s)", lease)
+        else:
+            conn.execute(
+                "SELECT pg_advisory_lock_shared(%s, %s), pg_advisory_lock_shared(%s, %s)",
+                (*lease, *self._group_lock),
+            )
         return conn
 
     def lost(self) -> bool:

@@ -36,6 +36,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from unmocked import cluster_objects, migrations, ownership, report, roles, templates
 from unmocked.checks import leaks
+from unmocked.connection_budget import ConnectionBudget
 from unmocked.dead_server import DeathNotice
 from unmocked.ended_sessions import EndedSessions
 from unmocked.errors import ConfigurationError, ServerError, UnmockedError, UnmockedWarning
@@ -77,13 +78,21 @@ class UnmockedSession(Closeable):
     """Server, template and databases for one process; a context manager."""
 
     def __init__(
-        self, settings: Settings, attach_to: Server | Callable[[], Server | None] | None = None
+        self,
+        settings: Settings,
+        attach_to: Server | Callable[[], Server | None] | None = None,
+        run_group: str | None = None,
     ) -> None:
         """``attach_to``: the server to use instead of starting one, or a function that says it
         on first use (an xdist worker's, known only once the controller has answered; None from
-        it: start one as usual)."""
+        it: start one as usual). ``run_group``: the run id of the whole run this process is part
+        of (an xdist worker's controller's), whose connections ``unmocked_max_connections``
+        counts together; None: this process's own."""
         self.settings = settings
         self.run_id = ownership.new_run_id()
+        self.budget = ConnectionBudget(
+            run_group or self.run_id, settings.max_connections, settings.connection_wait
+        )
         self.tally = report.Tally()
         self._attach_to = attach_to
         self._running: RunningServer | None = None
@@ -141,9 +150,14 @@ class UnmockedSession(Closeable):
 
     def _lease_and_collect_abandoned(self) -> AdminConnection:
         server = self.server
-        self._lease = ownership.Lease(server.url, self.run_id, server.major)
+        self._lease = self.budget.connecting(
+            lambda: ownership.Lease(server.url, self.run_id, server.major, self.budget.lock),
+            "the run's lease",
+        )
         # Deaf to the settings tests leave on the server (see unmocked.servers.known_state).
-        admin: AdminConnection = known_state.connect(server.url, server.major)
+        admin: AdminConnection = self.budget.connecting(
+            lambda: known_state.connect(server.url, server.major), "the run's admin session"
+        )
         ownership.collect_abandoned(admin)
         return admin
 
@@ -225,6 +239,7 @@ class UnmockedSession(Closeable):
                 self.template,
                 lambda: ownership.run_database_name(self.run_id, "fresh", next(self._names)),
                 self._clone_strategy,
+                room_for_a_session=self.budget.has_room,
             )
         return self._fresh_pool
 
@@ -275,6 +290,7 @@ class UnmockedSession(Closeable):
 
         def acquire() -> tuple[FreshPool, FreshDatabase]:
             pool = self._fresh if like is None else self._pools_like[like]
+            self._wait_for_a_connection(test_name)
             with self.tally.database_time(), measured(took.append):
                 return pool, pool.acquire()
 
@@ -399,6 +415,7 @@ class UnmockedSession(Closeable):
         """
         with self._death.guard(test_name):
             url = self.as_tests_role(self.rollback_database_url())
+            self._wait_for_a_connection(test_name)  # the driver's, for the test
         self.tally.rollback_tests += 1
         try:
             yield url
@@ -421,7 +438,9 @@ class UnmockedSession(Closeable):
         if conn is not None:
             conn.disconnect()  # a test (or a restart of the server) ended its session
         try:
-            conn = kind.open(url)
+            conn = self.budget.connecting(
+                lambda: kind.open(url), "the rollback connection", self.admin
+            )
         except psycopg.OperationalError:
             database = self._rollback_database
             if database is None or ownership.owner_of(self.admin, database) is not None:
@@ -436,6 +455,7 @@ class UnmockedSession(Closeable):
     @contextmanager
     def _rolled_back(self, kind: type[C], test_name: str) -> Iterator[C]:
         def begin() -> C:
+            self._wait_for_a_connection(test_name)
             conn = self._rollback_connection(kind)
             conn.begin_test()
             return conn
@@ -469,6 +489,15 @@ class UnmockedSession(Closeable):
         del self._rollback_connections[type(conn)]
         if escaped:
             self.discard_rollback_database(test_name, escaped)
+
+    def _wait_for_a_connection(self, test_name: str) -> None:
+        """Return once the run may hold one more connection (see
+        :mod:`unmocked.connection_budget`); first the resets under way give theirs back."""
+        self.budget.wait_for_room(self.admin, test_name, self._finish_resets)
+
+    def _finish_resets(self) -> None:
+        for pool in self._pools():
+            pool.finish_resets()
 
     def discard_rollback_database(self, test_name: str, how: str | None = None) -> None:
         """Drop the rollback database after ``test_name`` ended its outer transaction itself.
@@ -605,9 +634,11 @@ class UnmockedSession(Closeable):
         # a moment later. The lease first: until then other runs' collections take this run for
         # dead.
         server = self.server
-        self._lease.renew()
+        self.budget.connecting(self._lease.renew, "the run's lease")
         self._admin.close()
-        self._admin = known_state.connect(server.url, server.major)
+        self._admin = self.budget.connecting(
+            lambda: known_state.connect(server.url, server.major), "the run's admin session"
+        )
         if self._template is not None:
             templates.hold(self._admin, self._template.fingerprint)
             if lease_lost and ownership.owner_of(self._admin, self._template.name) is None:

@@ -93,6 +93,19 @@ OPTIONS: tuple[tuple[str, str, str], ...] = (
         "waits for another run's build (default 600; 0 for no limit).",
     ),
     (
+        "unmocked_max_connections",
+        "UNMOCKED_MAX_CONNECTIONS",
+        "Connections the whole run (its xdist workers together) may hold on the server: unmocked's "
+        "own and its tests' to its databases; at the limit a test waits for one to come free "
+        "(default: the server's limit only).",
+    ),
+    (
+        "unmocked_connection_wait",
+        "UNMOCKED_CONNECTION_WAIT",
+        "Seconds a test waits for a connection to come free, at unmocked_max_connections or the "
+        "server's limit, before it fails naming who holds them (default 30).",
+    ),
+    (
         "unmocked_django",
         "UNMOCKED_DJANGO",
         "auto (default): with pytest-django, Django's test databases are clones of unmocked's "
@@ -141,6 +154,12 @@ OPTIONS: tuple[tuple[str, str, str], ...] = (
 # with its name instead of being killed by CI without a word.
 DEFAULT_BUILD_TIMEOUT = 600.0
 
+# Half a minute: long enough for another job's tests to end and give their connections back,
+# short enough that a server full for good fails the test before CI's own limit does.
+DEFAULT_CONNECTION_WAIT = 30.0
+# A run's fewest connections: its lease, its admin session and one for its tests.
+FEWEST_CONNECTIONS = 3
+
 ENV_DATABASE_MODES = ("shared", "per-worker")
 DJANGO_MODES = ("auto", "off")
 CHECK_MODES = ("off", "warn", "fail")
@@ -184,6 +203,11 @@ class Settings:
     """``shared`` or ``per-worker``: the database exported to pytest-xdist workers."""
     build_timeout: float = DEFAULT_BUILD_TIMEOUT
     """Seconds a template build may take (and a run wait for another's); 0 for no limit."""
+    max_connections: int | None = None
+    """``unmocked_max_connections``: what the whole run may hold on the server (see
+    :mod:`unmocked.connection_budget`); None: the server's limit only."""
+    connection_wait: float = DEFAULT_CONNECTION_WAIT
+    """Seconds a test waits for a connection to come free before it fails."""
     django: str = "auto"
     """``auto``: serve pytest-django's databases (see :mod:`unmocked.plugin.django`); ``off``."""
     n_plus_one: str = "warn"
@@ -275,16 +299,26 @@ class Settings:
                 f"unmocked_pg_version = {raw_version!r} is not a major version number; "
                 "write it as 15, 16, 17 or 18."
             ) from None
-        raw_timeout = pick("unmocked_build_timeout", "UNMOCKED_BUILD_TIMEOUT")
-        try:
-            build_timeout = float(raw_timeout) if raw_timeout else DEFAULT_BUILD_TIMEOUT
-        except ValueError:
-            build_timeout = -1.0
-        if not 0 <= build_timeout < float("inf"):
+        build_timeout = _seconds(
+            "unmocked_build_timeout",
+            pick("unmocked_build_timeout", "UNMOCKED_BUILD_TIMEOUT"),
+            DEFAULT_BUILD_TIMEOUT,
+            "0 for no limit",
+        )
+        raw_most = pick("unmocked_max_connections", "UNMOCKED_MAX_CONNECTIONS")
+        if raw_most and not (raw_most.isdigit() and int(raw_most) >= FEWEST_CONNECTIONS):
             raise ConfigurationError(
-                f"unmocked_build_timeout = {raw_timeout!r} is not a number of seconds; write "
-                "for example 600 (the default), or 0 for no limit."
+                f"unmocked_max_connections = {raw_most!r}: write how many connections the whole "
+                f"run may hold on the server, a whole number of {FEWEST_CONNECTIONS} or more (its "
+                "lease, its admin session and one for its tests), or leave it out for the "
+                "server's own limit."
             )
+        connection_wait = _seconds(
+            "unmocked_connection_wait",
+            pick("unmocked_connection_wait", "UNMOCKED_CONNECTION_WAIT"),
+            DEFAULT_CONNECTION_WAIT,
+            "0 to fail at once",
+        )
         raw_threshold = pick("unmocked_n_plus_one_threshold", "UNMOCKED_N_PLUS_ONE_THRESHOLD")
         if raw_threshold and not (raw_threshold.isdigit() and int(raw_threshold) >= 2):
             raise ConfigurationError(
@@ -306,6 +340,8 @@ class Settings:
             env=parse_env_templates(pick("unmocked_env", "UNMOCKED_ENV")),
             env_database=pick("unmocked_env_database", "UNMOCKED_ENV_DATABASE") or "shared",
             build_timeout=build_timeout,
+            max_connections=int(raw_most) if raw_most else None,
+            connection_wait=connection_wait,
             django=pick("unmocked_django", "UNMOCKED_DJANGO").lower() or "auto",
             n_plus_one=pick("unmocked_n_plus_one", "UNMOCKED_N_PLUS_ONE").lower() or "warn",
             n_plus_one_threshold=int(raw_threshold or DEFAULT_N_PLUS_ONE_THRESHOLD),
@@ -320,6 +356,20 @@ class Settings:
             cache_dir=default_cache_dir(env),
             root_dir=root_dir,
         )
+
+
+def _seconds(name: str, raw: str, default: float, zero: str) -> float:
+    """``raw`` (empty: ``default``) as a number of seconds, 0 or more; ``zero``: what 0 means."""
+    try:
+        seconds = float(raw) if raw else default
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < float("inf"):
+        raise ConfigurationError(
+            f"{name} = {raw!r} is not a number of seconds; write for example {default:g} (the "
+            f"default), or {zero}."
+        )
+    return seconds
 
 
 def _names(text: str) -> tuple[str, ...]:

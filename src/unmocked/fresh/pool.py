@@ -135,10 +135,14 @@ class FreshPool:
         new_name: Callable[[], str],
         clone_strategy: str | None,
         source: str | None = None,
+        room_for_a_session: Callable[[AdminConnection], bool] = lambda admin: True,
     ) -> None:
         """``source``: a database of the run to clone from as it is (carrying the reset machinery
         whenever reset is available), instead of the template plus the machinery; the pool drops
-        it when it closes. See :meth:`like`."""
+        it when it closes. See :meth:`like`. ``room_for_a_session``: whether the run may open
+        the session a reset runs in (see :mod:`unmocked.connection_budget`); when not, the
+        database is dropped instead."""
+        self.room_for_a_session = room_for_a_session
         self.admin = admin
         self.admin_url = admin_url
         self.run_id = run_id
@@ -250,6 +254,11 @@ class FreshPool:
             if database.oid not in found:
                 self._leave(database, Stage.DROPPED)
 
+    def finish_resets(self) -> None:
+        """Finish the resets under way, and so close their sessions (a run at its connection
+        limit waits for none of its own)."""
+        self._advance_resets(wait=True)
+
     def close(self) -> None:
         """Finish the resets under way and drop every database (and the source it owns)."""
         self._advance_resets(wait=True)
@@ -310,6 +319,7 @@ class FreshPool:
             self._new_name,
             self._clone_strategy,
             source=new_name,
+            room_for_a_session=self.room_for_a_session,
         )
         pool.reset_unavailable = self.reset_unavailable
         pool.expected_databases = self.expected_databases
@@ -343,6 +353,8 @@ class FreshPool:
 
         False when the database must be dropped instead.
         """
+        if not self.room_for_a_session(self.admin):
+            return False
         new_name = self._new_name()
         for attempt in range(2):
             try:

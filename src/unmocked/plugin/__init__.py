@@ -56,6 +56,9 @@ pytest_plugins = [
 ]
 
 WORKER_INPUT_KEY = "unmocked_handover"
+# The controller's run id, which its workers' connections are counted under together
+# (unmocked_max_connections caps the whole run, see unmocked.connection_budget).
+RUN_GROUP_KEY = "unmocked_run_group"
 WORKER_OUTPUT_KEY = "unmocked_tally"
 HANDOVER_KEY = pytest.StashKey[Handover]()
 
@@ -81,7 +84,9 @@ def pytest_configure(config: pytest.Config) -> None:
     worker_input = getattr(config, "workerinput", {})
     if WORKER_INPUT_KEY in worker_input:
         handover = config.stash[HANDOVER_KEY] = Handover(Path(worker_input[WORKER_INPUT_KEY]))
-        config.stash[SESSION_KEY] = UnmockedSession(settings, attach_to=handover.server)
+        config.stash[SESSION_KEY] = UnmockedSession(
+            settings, attach_to=handover.server, run_group=worker_input.get(RUN_GROUP_KEY)
+        )
         return
     # Inside `unmocked run`: its server, as what it is rather than as a bare URL.
     attach_to = server_from_environment(settings, os.environ)
@@ -133,6 +138,7 @@ def pytest_configure_node(node: Any) -> None:
         if session.started:  # the exported database's (plugin.env): the workers share it
             handover.give(session.server)
     node.workerinput[WORKER_INPUT_KEY] = str(handover.folder)
+    node.workerinput[RUN_GROUP_KEY] = config.stash[SESSION_KEY].budget.run_group
 
 
 @pytest.hookimpl(optionalhook=True)
