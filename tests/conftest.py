@@ -13,16 +13,16 @@ import contextlib
 import importlib
 import importlib.util
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 from psycopg import sql
 
-from helpers import RUNNING_SERVER_URL, server_answers
+from helpers import RUNNING_SERVER_URL, a_pg15_cluster, server_answers
 from unmocked import ownership
-from unmocked.servers import binaries
+from unmocked.servers import RunningServer, binaries
 from unmocked.urls import with_database
 
 # pytester's in-process runs forget every module first imported inside them, and SQLAlchemy's
@@ -222,3 +222,13 @@ def use_migrations(pytester: pytest.Pytester, migrations: str) -> None:
 def set_migrations(pytester: pytest.Pytester) -> Callable[[str], None]:
     """Point the pytester project's ``unmocked_migrations`` somewhere else."""
     return lambda migrations: use_migrations(pytester, migrations)
+
+
+@pytest.fixture(scope="module")
+def pg15_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """A PostgreSQL 15 cluster with max_connections = 20 for one test module, that nothing else
+    uses (its connections and its collections are the module's alone); skipped without PG 15."""
+    if not binaries.local_bindirs(15):
+        pytest.skip("no PostgreSQL 15 binaries on this machine")
+    with a_pg15_cluster(tmp_path_factory.mktemp("pg15-cluster")) as running:
+        yield running

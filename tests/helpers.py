@@ -289,3 +289,22 @@ def a_role_of_its_own(admin_url: str, role: str, attributes: str) -> Iterator[st
                 if row and row[0] == role:
                     ownership.drop_database(admin, name)
             admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+@contextmanager
+def a_pg15_cluster(folder: Path, max_connections: int = 20) -> Iterator[RunningServer]:
+    """A PostgreSQL 15 cluster of the caller's own (the machine's binaries, a free port, cache
+    ``folder``) that nothing else uses, with ``max_connections``; removed afterwards."""
+    cache = Cache(folder)
+    settings = Settings(
+        provider="local",
+        pg_version=15,
+        server_settings=(("max_connections", str(max_connections)),),
+        cache_dir=cache.path,
+    )
+    running = servers.start(settings)
+    try:
+        yield running
+    finally:
+        running.close()
+        cache.remove()

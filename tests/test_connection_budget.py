@@ -9,51 +9,27 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from helpers import Cache, outcomes
+from helpers import outcomes
 from unmocked import connection_budget
-from unmocked.servers import RunningServer, binaries, start
-from unmocked.settings import Settings
-
-pytestmark = pytest.mark.skipif(
-    not binaries.local_bindirs(15),
-    reason="no PostgreSQL 15 binaries on this machine",
-)
+from unmocked.servers import RunningServer
 
 OTHER_RUN = "unmocked abcdef0123 999 ci@runner-9"
 
 
-@pytest.fixture(scope="module")
-def small_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    cache = Cache(tmp_path_factory.mktemp("budget-cache"))
-    settings = Settings(
-        provider="local",
-        pg_version=15,
-        server_settings=(("max_connections", "20"),),
-        cache_dir=cache.path,
-    )
-    running = start(settings)
-    try:
-        yield running
-    finally:
-        running.close()
-        cache.remove()
-
-
 @pytest.fixture
 def project(
-    pytester: pytest.Pytester, small_server: RunningServer, monkeypatch: pytest.MonkeyPatch
+    pytester: pytest.Pytester, pg15_cluster: RunningServer, monkeypatch: pytest.MonkeyPatch
 ) -> pytest.Pytester:
     for name in ("UNMOCKED_PROVIDER", "UNMOCKED_PG_VERSION", "UNMOCKED_MIGRATIONS"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("UNMOCKED_DATABASE_URL", small_server.server.url)
-    monkeypatch.setenv("OTHER_URL", small_server.server.url)
+    monkeypatch.setenv("UNMOCKED_DATABASE_URL", pg15_cluster.server.url)
+    monkeypatch.setenv("OTHER_URL", pg15_cluster.server.url)
     return pytester
 
 
@@ -99,7 +75,7 @@ def test_holds_a_connection_a_while(pg_url, n):
 
 
 def test_a_run_and_its_xdist_workers_together_hold_no_more_than_unmocked_max_connections(
-    project: pytest.Pytester, small_server: RunningServer, tmp_path: Path
+    project: pytest.Pytester, pg15_cluster: RunningServer, tmp_path: Path
 ) -> None:
     # Two workers' leases and admin sessions are 4: a test's connection and a reset's are left,
     # so the workers take turns.
@@ -107,7 +83,7 @@ def test_a_run_and_its_xdist_workers_together_hold_no_more_than_unmocked_max_con
     project.makepyfile(test_holding=HOLDING_SUITE)
     report = tmp_path / "report.xml"
 
-    with Observer(small_server.server.url) as observer:
+    with Observer(pg15_cluster.server.url) as observer:
         result = project.runpytest_subprocess(
             "-n", "2", "-p", "no:randomly", f"--junitxml={report}"
         )
@@ -172,9 +148,9 @@ def test_a_run_facing_a_full_server_waits_then_fails_in_one_line_naming_the_hold
 
 
 def test_the_limit_of_a_role_that_is_not_superuser_leaves_the_reserved_slots_out(
-    small_server: RunningServer,
+    pg15_cluster: RunningServer,
 ) -> None:
-    url = small_server.server.url
+    url = pg15_cluster.server.url
     with psycopg.connect(url, autocommit=True) as admin:
         admin.execute("CREATE ROLE unmocked_budget_plain LOGIN PASSWORD 'plain'")
         try:
@@ -188,3 +164,28 @@ def test_the_limit_of_a_role_that_is_not_superuser_leaves_the_reserved_slots_out
 
     assert (limit.slots, limit.words) == (17, "max_connections 20 minus 3 reserved for superusers")
     assert (as_superuser.slots, as_superuser.words) == (20, "max_connections 20")
+
+
+def test_a_run_that_cannot_even_connect_tries_again_then_fails_its_tests_in_one_line(
+    project: pytest.Pytester, pg15_cluster: RunningServer, tmp_path: Path
+) -> None:
+    project.makeini("[pytest]\nunmocked_connection_wait = 2\n")
+    project.makepyfile(test_any="def test_needs_a_database(pg):\n    pass\n")
+    report = tmp_path / "report.xml"
+    held = []
+    try:
+        while True:
+            try:
+                held.append(psycopg.connect(pg15_cluster.server.url, application_name=OTHER_RUN))
+            except psycopg.OperationalError:
+                break
+        result = project.runpytest_subprocess("-p", "no:randomly", f"--junitxml={report}")
+    finally:
+        for conn in held:
+            conn.close()
+
+    output = result.stdout.str()
+    kind, message = outcomes(report)["test_needs_a_database"]
+    assert kind in ("error", "failure"), output
+    assert "has no connection free after 2 s: the server refuses new connections" in message
+    assert "INTERNALERROR" not in output and "Traceback" not in output

@@ -28,7 +28,8 @@ from typing import TypeVar
 import psycopg
 
 from unmocked.errors import DatabaseError
-from unmocked.ownership import PREFIX, AdminConnection, lock_key
+from unmocked.ownership import PREFIX, AdminConnection, lock_key, lock_oid
+from unmocked.servers.existing import refused_for_want_of_a_slot
 from unmocked.session_names import IS_OWN_SESSION, SessionName
 
 T = TypeVar("T")
@@ -42,9 +43,6 @@ _POLL_SECONDS = 0.2
 # that start meanwhile open fewer than that between two looks, as far as tests seen go.
 _SPARE = 4
 _TRUSTED_FOR = 0.1
-# What a server says to a connection beyond its limit (SQLSTATE 53300, which psycopg does not
-# give for a failed connect).
-_FULL_MESSAGES = ("too many clients already", "remaining connection slots are reserved")
 
 _PREFIX_PATTERN = PREFIX.replace("_", "\\_")
 
@@ -105,11 +103,6 @@ def server_limit(conn: AdminConnection) -> Limit:
             slots -= int(str(reserved))
             words += f" and {reserved} for pg_use_reserved_connections"
     return Limit(slots, words)
-
-
-def is_full(error: psycopg.Error) -> bool:
-    """Whether ``error`` is the server refusing a connection for want of a free slot."""
-    return error.sqlstate == "53300" or any(text in str(error) for text in _FULL_MESSAGES)
 
 
 def holders(conn: AdminConnection, run_group: str) -> str:
@@ -211,7 +204,7 @@ class ConnectionBudget:
             try:
                 return connect()
             except psycopg.OperationalError as error:
-                if not is_full(error):
+                if not refused_for_want_of_a_slot(error):
                     raise
                 if time.monotonic() >= deadline:
                     raise DatabaseError(self._no_room(conn, what, None)) from None
@@ -250,5 +243,5 @@ class ConnectionBudget:
 
 
 def _group_lock(run_group: str) -> tuple[int, int]:
-    """The group lock as pg_locks shows it: ``classid`` and ``objid`` are unsigned."""
-    return GROUP_LOCK_CLASS, lock_key(run_group) & 0xFFFFFFFF
+    """The group lock as pg_locks shows it."""
+    return GROUP_LOCK_CLASS, lock_oid(run_group)

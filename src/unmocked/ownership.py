@@ -20,6 +20,7 @@ import re
 import secrets
 import select
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import psycopg
@@ -27,6 +28,7 @@ from psycopg import pq, sql
 
 from unmocked.errors import DatabaseError
 from unmocked.servers import known_state
+from unmocked.session_names import SessionName
 
 PREFIX = "unmocked_"
 COMMENT_TAG = "unmocked:"
@@ -88,6 +90,11 @@ def lock_key(text: str) -> int:
     """A signed 32-bit advisory-lock key from ``text`` (hex digits of a run id or digest)."""
     value = int(text[:8], 16)
     return value - (1 << 32) if value >= (1 << 31) else value
+
+
+def lock_oid(text: str) -> int:
+    """:func:`lock_key` as ``pg_locks`` shows it (its ``objid``, an unsigned oid)."""
+    return lock_key(text) & 0xFFFFFFFF
 
 
 @dataclass(frozen=True)
@@ -390,8 +397,20 @@ class Dropped:
     why: str
 
 
-def collect(conn: AdminConnection, kept_for: float = KEPT_FOR_SECONDS) -> list[Dropped]:
-    """:func:`collect_abandoned`, saying why each database was dropped."""
+@dataclass(frozen=True)
+class Kept:
+    """A database (or login role) of ours a collection left, and why, in words."""
+
+    name: str
+    why: str
+
+
+def collect(
+    conn: AdminConnection, kept_for: float = KEPT_FOR_SECONDS, kept: list[Kept] | None = None
+) -> list[Dropped]:
+    """:func:`collect_abandoned`, saying why each database was dropped; with ``kept``, a list
+    it appends what it left and why to (``unmocked gc``'s: the words cost a query per live run
+    and per template left, which a run's start does not pay)."""
     lock = (GC_LOCK_CLASS, 0)
     conn.execute("SELECT pg_advisory_lock(%s, %s)", lock)
     try:
@@ -399,26 +418,105 @@ def collect(conn: AdminConnection, kept_for: float = KEPT_FOR_SECONDS) -> list[D
         databases = our_databases(conn)
         now = time.time()
         for name, owner in databases:
-            if owner.kind == "kept" and now - (owner.since or 0) < kept_for:
-                continue
-            if (
-                owner.kind != "template"
-                and owner.run
-                and not run_is_alive(conn, owner.run)
-                and not has_sessions(conn, name)
-            ):
+            why_kept = _why_kept(conn, name, owner, now, kept_for)
+            if why_kept is None:
                 try:
                     drop_database(conn, name)
+                    dropped.append(Dropped(name, _why_abandoned(owner, now)))
+                    continue
                 except psycopg.errors.InsufficientPrivilege:
-                    continue  # another role's, on a server runs of several roles share
-                dropped.append(Dropped(name, _why_abandoned(owner, now)))
-        for name, owner, why in old_templates(databases, now):
+                    # another role's, on a server runs of several roles share
+                    why_kept = "another role's database, which this role may not drop"
+            if kept is not None and owner.kind != "template":
+                kept.append(Kept(name, why_kept(conn) if callable(why_kept) else why_kept))
+        old = old_templates(databases, now)
+        for name, owner, why in old:
             if drop_template_unless_in_use(conn, name, owner):
                 dropped.append(Dropped(name, why))
+            elif kept is not None:
+                kept.append(Kept(name, _why_template_stays(conn, owner)))
+        if kept is not None:
+            kept.extend(_templates_kept(databases, {name for name, _, _ in old}, now))
         dropped.extend(_collect_abandoned_roles(conn))
         return dropped
     finally:
         conn.execute("SELECT pg_advisory_unlock(%s, %s)", lock)
+
+
+def _why_kept(
+    conn: AdminConnection, name: str, owner: Owner, now: float, kept_for: float
+) -> str | Callable[[AdminConnection], str] | None:
+    """Why a collection leaves ``name`` (a function of the admin connection that says it, where
+    the words take a query), or None when it drops it. Templates go by :func:`old_templates`."""
+    if owner.kind == "template":
+        return "template"
+    if owner.kind == "kept" and now - (owner.since or 0) < kept_for:
+        return (
+            f"kept for the failed test {owner.test or '?'} "
+            f"{age_in_words(now - (owner.since or 0))} ago (a run's start drops it after "
+            f"{age_in_words(kept_for)}; unmocked gc at once)"
+        )
+    if not owner.run:
+        return "records no run"
+    if run_is_alive(conn, owner.run):
+        return lambda conn: _run_alive(conn, owner.run or "")
+    if has_sessions(conn, name):
+        return lambda conn: _sessions_connected(conn, name)
+    return None
+
+
+def _run_alive(conn: AdminConnection, run: str) -> str:
+    row = conn.execute(
+        "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+        "WHERE l.locktype = 'advisory' AND l.objsubid = 2 AND l.granted "
+        "AND l.classid = %s AND l.objid = %s LIMIT 1",
+        (LEASE_LOCK_CLASS, lock_oid(run)),
+    ).fetchone()
+    said = SessionName.parse(str(row[0] or "")) if row else None
+    if said is None:
+        return f"run {run} is alive"
+    return f"run {run} (pid {said.pid} on {said.host}, {said.user}) is alive"
+
+
+def _sessions_connected(conn: AdminConnection, name: str) -> str:
+    row = conn.execute(
+        "SELECT count(*), string_agg(DISTINCT coalesce(nullif(application_name, ''), 'unnamed'), "
+        "', ') FROM pg_stat_activity WHERE datname = %s",
+        (name,),
+    ).fetchone()
+    count, names = (row[0], row[1]) if row else (0, "")
+    return f"its run is no longer alive, but {count} session(s) are connected to it ({names})"
+
+
+def _why_template_stays(conn: AdminConnection, owner: Owner) -> str:
+    in_use = owner.fingerprint is not None and (
+        conn.execute(
+            "SELECT FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2 AND granted "
+            "AND classid = %s AND objid = %s",
+            (TEMPLATE_IN_USE_LOCK_CLASS, lock_oid(owner.fingerprint)),
+        ).fetchone()
+        is not None
+    )
+    if in_use:
+        return "template in use: a session clones from it now"
+    return "template another role owns, or a clone from it is under way"
+
+
+def _templates_kept(databases: list[tuple[str, Owner]], old: set[str], now: float) -> list[Kept]:
+    """The templates :func:`old_templates` left, and why."""
+    kept = []
+    for name, owner in databases:
+        if owner.kind != "template" or name in old:
+            continue
+        if owner.used:
+            why = (
+                f"template among the {TEMPLATES_KEPT_AT_MOST} most recently used, used "
+                f"{age_in_words(now - owner.used)} ago"
+            )
+        else:
+            why = "template of unmocked 0.1.0, which records no last use: gc --templates drops it"
+        kept.append(Kept(name, why))
+    return kept
 
 
 def _collect_abandoned_roles(conn: AdminConnection) -> list[Dropped]:

@@ -1,8 +1,9 @@
 """``unmocked gc [--templates]``: drop what runs that are no longer alive left on the server.
 
 That is the databases of crashed runs, those kept for failed tests and old templates, as a run's
-start collects them (:func:`unmocked.ownership.collect`), each printed with why; with
-``--templates``, every cached template that no live run uses; the Docker containers of runs
+start collects them (:func:`unmocked.ownership.collect`), each printed with why, and what it
+kept and why (a live run's, one a session is connected to, another role's, a recent template);
+with ``--templates``, every cached template that no live run uses; the Docker containers of runs
 that died (:func:`unmocked.servers.containers.collect_abandoned`); and, with
 ``UNMOCKED_MONGODB_URL`` set, the MongoDB databases of runs no longer alive
 (:func:`unmocked.mongo.databases.collect`). Only databases unmocked created and recorded, and
@@ -40,13 +41,18 @@ def collect_garbage(settings: Settings, include_templates: bool) -> int:
         # Not session.admin: opening it collects as a run's start does, and what that dropped
         # would go unreported.
         with known_state.connect(session.server.url, session.server.major) as conn:
-            dropped = ownership.collect(conn, kept_for=0)
+            kept: list[ownership.Kept] = []
+            dropped = ownership.collect(conn, kept_for=0, kept=kept)
             if include_templates:
                 dropped += _drop_every_template(conn)
+                gone = {database.name for database in dropped}
+                kept = [left for left in kept if left.name not in gone]
         where = session.server.describe()
-    for gone in dropped:
-        print(f"dropped {gone.name}: {gone.why}")
-    print(f"unmocked gc: {len(dropped)} database(s) dropped on {where}")
+    for gone_one in dropped:
+        print(f"dropped {gone_one.name}: {gone_one.why}")
+    for left in kept:
+        print(f"kept {left.name}: {left.why}")
+    print(f"unmocked gc: {len(dropped)} database(s) dropped, {len(kept)} kept, on {where}")
     _collect_files(settings)
     _collect_mongo(settings)
     return 0

@@ -12,9 +12,11 @@ from typing import Any
 
 import psycopg
 
-from unmocked import ownership
+from unmocked import fleet, ownership
+from unmocked.cli import fleet_status
 from unmocked.errors import ConfigurationError
 from unmocked.servers import persistent
+from unmocked.session_names import own_application_name
 from unmocked.settings import Settings
 from unmocked.urls import redact
 
@@ -28,7 +30,9 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
         handler=lambda args, settings: down(settings)
     )
     commands.add_parser(
-        "status", help="show the server `unmocked up` started (exit status 1 when none runs)"
+        "status",
+        help="show the server (UNMOCKED_DATABASE_URL's, else the one `unmocked up` started), "
+        "its runs, databases, templates and connections (exit status 1 when none runs)",
     ).set_defaults(handler=lambda args, settings: status(settings))
 
 
@@ -65,7 +69,10 @@ def down(settings: Settings) -> int:
 
 
 def status(settings: Settings) -> int:
-    """Describe the ``up`` server; exit status 1 when none runs, for scripts to test."""
+    """Describe the server given by URL, or the ``up`` server, and what the runs hold on it;
+    exit status 1 when neither is there, for scripts to test."""
+    if settings.database_url:
+        return _shared_status(settings.database_url)
     record = persistent.find(settings)
     if record is None:
         _say_none_runs("status", settings)
@@ -85,7 +92,35 @@ def status(settings: Settings) -> int:
     print(f"uptime:     {_duration(persistent.uptime(record))}")
     print(f"databases:  {_database_counts(server.url)}")
     print(f"runs attach: {fits}")
+    listing = _listing(server.url)
+    if listing:
+        print()
+        print("\n".join(listing))
     return 0
+
+
+def _shared_status(url: str) -> int:
+    """``status`` of a server by ``UNMOCKED_DATABASE_URL``, which many machines' runs may share."""
+    listing = _listing(url)
+    if listing is None:
+        return 1
+    print(f"server:     {redact(url)} (UNMOCKED_DATABASE_URL)")
+    print("\n".join(listing))
+    return 0
+
+
+def _listing(url: str) -> list[str] | None:
+    """The runs, databases, templates and connections on ``url``'s server; None (said why) when
+    it does not answer."""
+    try:
+        with psycopg.connect(
+            url, autocommit=True, connect_timeout=5, application_name=own_application_name()
+        ) as conn:
+            version = conn.info.parameter_status("server_version") or "?"
+            return [f"version:    PostgreSQL {version}", *fleet_status.lines(fleet.look(conn))]
+    except psycopg.Error as error:
+        print(f"unmocked status: {redact(url)} does not answer: {redact(str(error)).strip()}")
+        return None
 
 
 def _container(record: persistent.Record) -> str:

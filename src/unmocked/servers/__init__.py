@@ -146,7 +146,10 @@ def start(settings: Settings) -> RunningServer:
         from unmocked.servers import existing
 
         return existing.attach(
-            settings.database_url, settings.pg_version, settings.pg_version_mismatch == "warn"
+            settings.database_url,
+            settings.pg_version,
+            settings.pg_version_mismatch == "warn",
+            settings.connection_wait,
         )
     from unmocked.servers import persistent
 

@@ -8,6 +8,8 @@ Attaching checks, once, what every later step needs: the server answers, is of t
 
 from __future__ import annotations
 
+import time
+
 import psycopg
 
 from unmocked.errors import ConfigurationError, ServerError
@@ -33,14 +35,47 @@ _READ_ONLY_ELSEWHERE = (
 )
 
 
-def attach(url: str, pg_version: int | None = None, other_major: bool = False) -> RunningServer:
+# What a server says to a connection beyond its limit (SQLSTATE 53300, which psycopg does not
+# give for a failed connect).
+_FULL_MESSAGES = ("too many clients already", "remaining connection slots are reserved")
+
+
+def refused_for_want_of_a_slot(error: psycopg.Error) -> bool:
+    """Whether ``error`` is the server refusing a connection because its slots are all taken."""
+    return error.sqlstate == "53300" or any(text in str(error) for text in _FULL_MESSAGES)
+
+
+def attach(
+    url: str, pg_version: int | None = None, other_major: bool = False, wait: float = 0.0
+) -> RunningServer:
     """Check that ``url`` answers, is of major ``pg_version`` (``unmocked_pg_version``, when
     set), may create databases and may write; describe its server.
 
     ``other_major`` (``unmocked_pg_version_mismatch = warn``): a server of another major is used
     instead of refused, and the run's header says so (:attr:`Server.reason`: a line every run
     prints, also under xdist, where a Python warning raised before the first test could only end
-    the session under ``-W error``)."""
+    the session under ``-W error``). ``wait``: seconds to try again while the server refuses the
+    connection for want of a free slot (``unmocked_connection_wait``)."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return _attach(url, pg_version, other_major)
+        except _Full:
+            if time.monotonic() >= deadline:
+                raise ServerError(
+                    f"UNMOCKED_DATABASE_URL ({redact(url)}) has no connection free after "
+                    f"{wait:g} s: the server refuses new connections, all its slots are in use "
+                    "(max_connections). Close connections, raise max_connections, or set "
+                    "unmocked_max_connections for the runs that share the server."
+                ) from None
+        time.sleep(0.2)
+
+
+class _Full(Exception):
+    """The server refused the connection for want of a slot."""
+
+
+def _attach(url: str, pg_version: int | None, other_major: bool) -> RunningServer:
     try:
         with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
             row = conn.execute(
@@ -56,6 +91,8 @@ def attach(url: str, pg_version: int | None = None, other_major: bool = False) -
             if read_only and not standby:
                 raise ServerError(_read_only_role(url, conn, str(read_only_source)))
     except psycopg.Error as error:
+        if refused_for_want_of_a_slot(error):
+            raise _Full() from None
         raise ServerError(
             f"UNMOCKED_DATABASE_URL ({redact(url)}) does not answer: "
             f"{redact(str(error)).strip()}. Check that the server runs and the URL is right."
