@@ -34,9 +34,8 @@ from unmocked.session_names import IS_OWN_SESSION, SessionName
 
 T = TypeVar("T")
 
-GROUP_LOCK_CLASS = (
-    0x756E6772  # "ungr": held shared by the lease session of each of a run's processes
-)
+# Held shared, keyed by the run's group, by the lease session of each of a run's processes.
+GROUP_LOCK_CLASS = 0x756E6772  # "ungr"
 # How often a waiting run looks again.
 _POLL_SECONDS = 0.2
 # A reading that left more than _SPARE connections free stands for _TRUSTED_FOR seconds: tests
