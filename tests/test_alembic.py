@@ -2,7 +2,7 @@
 ``alembic upgrade heads``, and ``check_migrations`` tells whether the migrations are ready.
 
 Each test writes a real Alembic project (ini, env.py, revisions, models) and runs a whole pytest
-session in it, as a user would. The build and the passing check run through every provider; the
+session in it, as a user would. The build and the passing check run on a server of each kind; the
 tests of what a failure says, or of which env.py styles work, run on the embedded server only: the
 text and the Alembic behaviour do not depend on where the server came from.
 """
@@ -16,10 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ONE_PROVIDER
+from helpers import EACH_KIND_OF_SERVER, ONE_PROVIDER
 from unmocked.errors import ConfigurationError
 from unmocked.migrations import load
 from unmocked.migrations.alembic import AlembicMigrations
+
+PROVIDERS = EACH_KIND_OF_SERVER
 
 ALEMBIC_INI = """
 [alembic]

@@ -1,17 +1,21 @@
 """The async fixtures (``apg``, ``sa_async_session``) keep the guarantee of ``pg`` and
-``sa_session``: every test's effects are invisible to every other test, while async code under
-test keeps production's commit, rollback and error semantics. Each suite runs as a user would run
-it, through every provider, under pytest-asyncio's strict mode and under anyio's plugin, and with
-both SQLAlchemy async drivers (asyncpg and psycopg)."""
+``sa_session``: every test's effects are invisible to every other test, while async code under test
+keeps production's commit, rollback and error semantics. Each suite runs as a user would run it, on
+a server of each kind (embedded and by URL), under pytest-asyncio's strict mode and under anyio's
+plugin, and with both SQLAlchemy async drivers (asyncpg and psycopg)."""
 
 from __future__ import annotations
 
 import pytest
 
+from helpers import EACH_KIND_OF_SERVER
+
 # Imported once here, not in each in-process pytester run: pytester drops the modules a run
 # imported, and a second import of asyncpg's Python half over its already loaded C half crashes.
 pytest.importorskip("sqlalchemy.dialects.postgresql.asyncpg")
 pytest.importorskip("asyncpg")
+
+PROVIDERS = EACH_KIND_OF_SERVER
 
 BOTH_DRIVERS = """
 import pytest

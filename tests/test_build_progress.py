@@ -4,7 +4,7 @@ A migration that runs for more than a couple of seconds is named in a progress l
 for how long) before the run's header; one that runs past ``unmocked_build_timeout`` is cancelled,
 and every test that needs the database fails naming the file, with nothing cached; a run that waits
 for another run's build says whose build it waits for. Each runs as a user runs pytest (a process of
-its own), on every provider that can share a server between runs.
+its own), on a server of each kind (embedded and by URL).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import psycopg
 import pytest
 
 from helpers import (
+    EACH_KIND_OF_SERVER,
     PYTEST_COMMAND,
     RUNNING_SERVER_URL,
     embedded_env,
@@ -38,6 +39,8 @@ from unmocked.servers import binaries
 from unmocked.servers._as_root import service_account
 from unmocked.servers._slots import data_root
 from unmocked.settings import Settings
+
+PROVIDERS = EACH_KIND_OF_SERVER
 
 # Lists what the run's own process left on its server, as a test of the user's suite: a build
 # database records the pid of the process that builds it.

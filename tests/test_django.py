@@ -1,10 +1,9 @@
 """pytest-django's ``db``, ``transactional_db`` and ``live_server`` on unmocked's server.
 
 Each guarantee is checked by running a small Django project's suite as its users would (in a
-subprocess: Django's settings and app registry are per process), through every provider. The
-project's settings point ``default`` at a port nothing listens on, so a test passes only if
-unmocked really took the database over.
-"""
+subprocess: Django's settings and app registry are per process), on a server of each kind (embedded
+and by URL). The project's settings point ``default`` at a port nothing listens on, so a test passes
+only if unmocked really took the database over."""
 
 from __future__ import annotations
 
@@ -16,9 +15,12 @@ from urllib.parse import urlsplit
 import psycopg
 import pytest
 
+from helpers import EACH_KIND_OF_SERVER
 from unmocked import ownership
 
 pytest.importorskip("pytest_django", reason="needs pytest-django")
+
+PROVIDERS = EACH_KIND_OF_SERVER
 
 SETTINGS = """
 SECRET_KEY = "test-only"

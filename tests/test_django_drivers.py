@@ -15,11 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from helpers import embedded_env, run_pytest, write_files
+from helpers import EACH_KIND_OF_SERVER, embedded_env, run_pytest, write_files
 from unmocked.errors import ConfigurationError
 from unmocked.integrations.django import requirers_of_psycopg, use_psycopg2
 
 pytest.importorskip("pytest_django", reason="needs pytest-django")
+
+PROVIDERS = EACH_KIND_OF_SERVER
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "django_app"
 NOTE = "unmocked: Django runs on psycopg 3 here, not on the psycopg2 this project installed"

@@ -14,9 +14,17 @@ import re
 
 import pytest
 
-from helpers import DJANGO_BASE_SETTINGS, RUNNING_SERVER_URL, a_role_of_its_own, write_files
+from helpers import (
+    DJANGO_BASE_SETTINGS,
+    EACH_KIND_OF_SERVER,
+    RUNNING_SERVER_URL,
+    a_role_of_its_own,
+    write_files,
+)
 
 pytest.importorskip("pytest_django", reason="needs pytest-django")
+
+PROVIDERS = EACH_KIND_OF_SERVER
 
 SETTINGS = (
     DJANGO_BASE_SETTINGS

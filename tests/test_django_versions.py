@@ -16,9 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from helpers import embedded_env, run_pytest
+from helpers import EACH_KIND_OF_SERVER, embedded_env, run_pytest
 
 pytest.importorskip("pytest_django", reason="needs pytest-django")
+
+PROVIDERS = EACH_KIND_OF_SERVER
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 EXAMPLE = REPOSITORY / "examples" / "django_app"

@@ -3,7 +3,7 @@ set globally, ``"commit"`` persistence stays inside the test's rollback, and a f
 no session is bound says what to do.
 
 Each guarantee is checked by running a whole pytest session with real factories. Isolation runs
-through every provider; the other tests run on the embedded server only, as what they check does
+on a server of each kind; the other tests run on the embedded server only, as what they check does
 not depend on where the server came from.
 """
 
@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import pytest
 
-from helpers import ONE_PROVIDER
+from helpers import EACH_KIND_OF_SERVER, ONE_PROVIDER
+
+PROVIDERS = EACH_KIND_OF_SERVER
 
 MODELS = """
 from decimal import Decimal

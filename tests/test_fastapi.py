@@ -1,6 +1,6 @@
 """FastAPI apps get the test's session through a dependency override: the app's own commits behave
 as in production, a real unique violation becomes the app's 409, and nothing reaches the next test.
-Each suite is a small user project run as a user would run it, through every provider: sync apps
+Each suite is a small user project run as a user would run it, on a server of each kind: sync apps
 with TestClient (SQLAlchemy and SQLModel sessions), async apps with httpx's ASGITransport (both
 async drivers, under pytest-asyncio and under anyio)."""
 
@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import pytest
 
+from helpers import EACH_KIND_OF_SERVER
+
 # Imported once here, not in each in-process pytester run: pytester drops the modules a run
 # imported, and importing a C extension's Python half a second time can crash (asyncpg does).
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
 pytest.importorskip("asyncpg")
 pytest.importorskip("sqlalchemy.dialects.postgresql.asyncpg")
+
+PROVIDERS = EACH_KIND_OF_SERVER
 
 SYNC_APP = """
 from fastapi import Depends, FastAPI, HTTPException

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import pytest
 
+from helpers import EACH_KIND_OF_SERVER
+
+PROVIDERS = EACH_KIND_OF_SERVER
+
 
 def test_fresh_database_sees_commits_from_other_connections(
     user_project: pytest.Pytester,

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from helpers import query, run_unmocked
+from helpers import EACH_KIND_OF_SERVER, query, run_unmocked
 from unmocked.errors import ConfigurationError
 from unmocked.settings import Settings
 
-BOTH_PROVIDERS = pytest.mark.parametrize("provider", ["embedded", "url"], indirect=True)
+PROVIDERS = EACH_KIND_OF_SERVER
 
 SUITE = """
 import psycopg
@@ -109,7 +109,6 @@ def said(output: str) -> list[str]:
     )
 
 
-@BOTH_PROVIDERS
 def test_each_connection_a_test_leaves_is_named_in_a_warning_on_that_test(
     leaky_project: pytest.Pytester,
 ) -> None:
@@ -139,7 +138,6 @@ def test_each_connection_a_test_leaves_is_named_in_a_warning_on_that_test(
     assert "engine.dispose()" in engine and "NullPool" in engine
 
 
-@BOTH_PROVIDERS
 def test_fail_errors_the_leaking_test_at_teardown_and_the_next_starts_clean(
     leaky_project: pytest.Pytester,
 ) -> None:
@@ -154,7 +152,6 @@ def test_fail_errors_the_leaking_test_at_teardown_and_the_next_starts_clean(
     assert "UnmockedWarning: test_leaky" not in output
 
 
-@BOTH_PROVIDERS
 def test_off_says_nothing(leaky_project: pytest.Pytester) -> None:
     leaky_project.makeini(
         "[pytest]\nunmocked_migrations = migrations\nunmocked_leaks = off\n"
@@ -165,7 +162,6 @@ def test_off_says_nothing(leaky_project: pytest.Pytester) -> None:
     assert not said(result.stdout.str())
 
 
-@BOTH_PROVIDERS
 def test_warnings_as_errors_error_the_test_and_still_release_its_database(
     leaky_project: pytest.Pytester,
 ) -> None:
@@ -183,7 +179,6 @@ def test_warnings_as_errors_error_the_test_and_still_release_its_database(
     assert "kept the database" not in output
 
 
-@BOTH_PROVIDERS
 def test_under_xdist_each_worker_names_its_own_tests(leaky_project: pytest.Pytester) -> None:
     result = leaky_project.runpytest_subprocess("-p", "no:randomly", "-n", "2")
     output = result.stdout.str()
@@ -193,7 +188,6 @@ def test_under_xdist_each_worker_names_its_own_tests(leaky_project: pytest.Pytes
     ), output
 
 
-@BOTH_PROVIDERS
 def test_a_failed_test_that_leaks_keeps_its_database_and_still_gets_the_report(
     user_project: pytest.Pytester, provider: dict[str, str]
 ) -> None:

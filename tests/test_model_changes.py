@@ -1,11 +1,15 @@
-"""A change to the SQLAlchemy models is a new template in the very next run, on every provider:
-nothing ``create_all`` would run differently may be served from a template built before it."""
+"""A change to the SQLAlchemy models is a new template in the very next run, on a server of each
+kind: nothing ``create_all`` would run differently may be served from a template built before it."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 import pytest
+
+from helpers import EACH_KIND_OF_SERVER
+
+PROVIDERS = EACH_KIND_OF_SERVER
 
 MODELS = """
 import sqlalchemy as sa

@@ -10,10 +10,12 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from helpers import RUNNING_SERVER_URL, server_answers
+from helpers import EACH_KIND_OF_SERVER, RUNNING_SERVER_URL, server_answers
 from unmocked import ownership
 from unmocked.ownership import Owner
 from unmocked.urls import with_database
+
+PROVIDERS = EACH_KIND_OF_SERVER
 
 ENDS_OUR_SESSIONS = '''
 import os

@@ -1,16 +1,17 @@
 """The ``queries`` fixture: what a test's code sends, on every path, and the checks over it.
 
 Each check is run where it must fire and where it must stay silent, in a user's suite run by
-pytester on every provider: an N+1 loop against ``selectinload``, a lookup no index serves against
-one a composite index's leading column serves, a budget kept and one broken. The failures must
-name the statements and the user's line that sent them, not a frame of the ORM.
-"""
+pytester on a server of each kind: an N+1 loop against ``selectinload``, a lookup no index serves
+against one a composite index's leading column serves, a budget kept and one broken. The failures
+must name the statements and the user's line that sent them, not a frame of the ORM."""
 
 from __future__ import annotations
 
 import pytest
 
-from helpers import CHECKS_MODELS, CHECKS_SCHEMA, django_project
+from helpers import CHECKS_MODELS, CHECKS_SCHEMA, EACH_KIND_OF_SERVER, django_project
+
+PROVIDERS = EACH_KIND_OF_SERVER
 
 SUITE = """
 import psycopg

@@ -2,16 +2,17 @@
 with the user's line, and what they send on their own is not.
 
 Connections the code under test opens itself to ``pg_url``, SQLAlchemy's engines on both drivers
-(whose first connect reads the server: never counted) and Django on psycopg2, in a user's suite
-run by pytester on every provider. The checks fire on them as on psycopg 3. A suite where neither
-driver can be imported still loads the plugin and records.
-"""
+(whose first connect reads the server: never counted) and Django on psycopg2, in a user's suite run
+by pytester on a server of each kind. The checks fire on them as on psycopg 3. A suite where neither
+driver can be imported still loads the plugin and records."""
 
 from __future__ import annotations
 
 import pytest
 
-from helpers import CHECKS_MODELS, CHECKS_SCHEMA, ONE_PROVIDER, django_project
+from helpers import CHECKS_MODELS, CHECKS_SCHEMA, EACH_KIND_OF_SERVER, ONE_PROVIDER, django_project
+
+PROVIDERS = EACH_KIND_OF_SERVER
 
 SUITE = """
 import io

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import pytest
 
-from helpers import CHECKS_MODELS, CHECKS_SCHEMA, ONE_PROVIDER
+from helpers import CHECKS_MODELS, CHECKS_SCHEMA, EACH_KIND_OF_SERVER, ONE_PROVIDER
+
+PROVIDERS = EACH_KIND_OF_SERVER
 
 SUITE = """
 from sqlalchemy import select

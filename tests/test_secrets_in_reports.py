@@ -18,11 +18,13 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from helpers import RUNNING_SERVER_URL, server_answers
+from helpers import EACH_KIND_OF_SERVER, RUNNING_SERVER_URL, server_answers
 from unmocked import ownership
 from unmocked.servers import Server
 from unmocked.session import UnmockedSession
 from unmocked.settings import Settings
+
+PROVIDERS = EACH_KIND_OF_SERVER
 
 # One role per process: under ``-n 2`` each worker's module fixture makes and drops its own.
 ROLE = f"unmocked_pw_test_{os.getpid()}"

@@ -15,7 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from helpers import RUNNING_SERVER_URL, a_role_of_its_own, run_unmocked, server_answers
+from helpers import (
+    EACH_KIND_OF_SERVER,
+    RUNNING_SERVER_URL,
+    a_role_of_its_own,
+    run_unmocked,
+    server_answers,
+)
+
+PROVIDERS = EACH_KIND_OF_SERVER
 
 BREAKS_THE_SERVER = """
 import psycopg
