@@ -3,6 +3,7 @@
 Run it from the project root::
 
     .venv/bin/python benchmarks/isolation.py [--tests 200] [--repeat 3] [--url URL] [--json PATH]
+        [--chart FILE.png]
 
 The modes run the same generated test (see ``suites/``) against the same 80-table schema:
 
@@ -551,6 +552,12 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--url", help="admin URL of a server to use instead of starting the embedded one"
     )
+    parser.add_argument(
+        "--chart",
+        type=Path,
+        metavar="FILE.png",
+        help="also draw the per-test costs, log scale (needs matplotlib: the bench extra)",
+    )
     parser.add_argument("--json", type=Path, help="also write the results to this file")
     parser.add_argument(
         "--modes",
@@ -562,6 +569,11 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--small must be at least 1 and less than --tests")
     if arguments.repeat < 1:
         parser.error("--repeat must be at least 1")
+    if arguments.chart:
+        import chart  # here: chart imports this module
+
+        if why := chart.why_unavailable():
+            parser.error(why)
     known = {mode.name for mode in MODES}
     unknown = set(arguments.modes.split(",")) - known
     if unknown:
@@ -590,6 +602,11 @@ def main(argv: list[str] | None = None) -> int:
         "x pg and x peer divide costs over bare.\n"
     )
     print(table(results, modes, sizes))
+    if arguments.chart:
+        import chart
+
+        chart.draw(results, modes, arguments.chart, f"{description}, {TABLE_COUNT} tables")
+        progress(f"chart: {arguments.chart}")
     progress(f"benchmark took {time.perf_counter() - started:.0f} s")
     if arguments.json:
         figures = {
