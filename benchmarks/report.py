@@ -64,14 +64,9 @@ ROLLBACK_TARGETS = (
     # (mode, floor, at most ms, what it is)
     ("pg", "shared", 0.3, "rollback per test"),
     ("sa_session", "sa_shared", 0.7, "rollback per test"),
-    ("apg", "async_shared", 0.7, "async rollback per test"),
-    ("sa_async_session", "sa_async_shared", 0.7, "async rollback per test (asyncpg)"),
-    (
-        "sa_async_session-psycopg",
-        "sa_async_shared-psycopg",
-        0.7,
-        "async rollback per test (psycopg)",
-    ),
+    ("apg", "async_shared", 0.7, "rollback per test"),
+    ("sa_async_session", "sa_async_shared", 0.7, "rollback per test (asyncpg)"),
+    ("sa_async_session-psycopg", "sa_async_shared-psycopg", 0.7, "rollback per test"),
 )
 # Shown for reference, with no target of their own: what the database work adds over bare.
 OVER_BARE_ONLY = ("pg", "sa_session", "apg", "sa_async_session")
