@@ -251,7 +251,9 @@ def _label_rollback_cycle(cycle: list[Statement]) -> list[tuple[str, Statement]]
     return labelled
 
 
-def fresh_breakdown(log: Log, pytest_ms: dict[str, float], warm: Breakdown | None) -> Breakdown:
+def fresh_breakdown(
+    log: Log, pytest_ms: dict[str, float], warm: Breakdown | None, rename: float
+) -> Breakdown:
     """``pg_url``: the log cut at each test's new backend (the one that sends the work)."""
     test_pids = sorted(
         {s.pid for s in log.statements if s.work and s.pid in log.backends},
@@ -280,6 +282,25 @@ def fresh_breakdown(log: Log, pytest_ms: dict[str, float], warm: Breakdown | Non
             setup,
         ),
     )
+    # The reset runs on a session of its own, opened for it: a backend set-up of its own too.
+    sent_by = {statement.pid: statement for statement in log.statements}
+    resetting = [
+        backend
+        for backend in log.backends.values()
+        if backend.pid in sent_by
+        and _fresh_phase(sent_by[backend.pid], -1).startswith("reset")
+        and kept
+        and kept[0][1][0].line <= backend.line <= kept[-1][1][-1].line
+    ]
+    if resetting:
+        rows.append(
+            BreakdownRow(
+                "reset (its own session, beside the next test)",
+                "backend set-up of the reset's session (total)",
+                len(resetting) / len(kept),
+                statistics.median(backend.setup_ms for backend in resetting),
+            )
+        )
     notes = [f"{len(kept)} tests"]
     cold = sum(r.server_ms * r.per_test for r in rows if r.phase == "test's first connection")
     if warm is not None:
@@ -295,6 +316,13 @@ def fresh_breakdown(log: Log, pytest_ms: dict[str, float], warm: Breakdown | Non
             "and relation caches, foreign-key check plans and the like a new backend builds"
         )
     notes.append(f"the test's backend in all: {cold:.2f} ms server (set-up included)")
+    ending = [r.server_ms for r in rows if r.phase == "ending sessions + rename"]
+    if ending:
+        notes.append(
+            f"ending sessions + rename is one DO block, {ending[0]:.2f} ms; the rename alone "
+            f"takes {rename:.2f} ms (probe, client side), so ending the test's sessions and "
+            f"waiting for them to go is about {ending[0] - rename:.2f} ms"
+        )
     return Breakdown("pg_url", rows, pytest_ms, notes)
 
 
@@ -396,7 +424,9 @@ def pytest_phases(folder: Path) -> dict[str, float]:
     return {when: statistics.median(values) for when, values in by_phase.items() if values}
 
 
-def profile(admin_url: str, log_file: Path, workspace: Path, tests: int) -> list[Breakdown]:
+def profile(
+    admin_url: str, log_file: Path, workspace: Path, tests: int, rename: float
+) -> list[Breakdown]:
     """One logged pytest run per profiled mode, each cut out of the log and broken down."""
     modes: dict[str, Mode] = {mode.name: mode for mode in MODES if mode.name in _PROFILED}
     results: dict[str, Breakdown] = {}
@@ -417,7 +447,7 @@ def profile(admin_url: str, log_file: Path, workspace: Path, tests: int) -> list
             progress(f"breakdown: {name}: {tests} tests in {run.wall_seconds:.2f} s")
             phases = pytest_phases(folder)
             if name == "pg_url":
-                results[name] = fresh_breakdown(log, phases, results.get("pg"))
+                results[name] = fresh_breakdown(log, phases, results.get("pg"), rename)
             else:
                 results[name] = rollback_breakdown(log, name, phases)
     return list(results.values())
@@ -474,7 +504,7 @@ def main(argv: list[str] | None = None) -> int:
     ):
         round_trip = round_trip_ms(admin_url)
         rename = rename_ms(admin_url)
-        breakdowns = profile(admin_url, log_file, Path(scratch), arguments.tests)
+        breakdowns = profile(admin_url, log_file, Path(scratch), arguments.tests, rename)
         with psycopg.connect(admin_url) as conn:
             version = conn.execute("SHOW server_version").fetchone()
     load_after = load_average()

@@ -57,19 +57,18 @@ def draw(results: list[ModeResult], modes: list[Mode], path: Path, subtitle: str
     axes.set_xlim(right=max(heights) * 4)
     axes.set_xlabel("per-test cost over bare pytest, ms (log scale)")
     axes.set_title(f"What one more test costs\n{subtitle}", fontsize=10)
-    axes.legend(
+    figure.legend(
         handles=[
             Patch(color=_COLOURS["unmocked"], label="unmocked"),
             Patch(color=_COLOURS["peer"], label="peers"),
             Patch(color=_COLOURS["floor"], label="floors: the same work, no isolation"),
         ],
-        loc="upper center",
-        bbox_to_anchor=(0.5, -0.12 - 1.2 / (0.36 * len(shown) + 1.6)),
+        loc="lower center",
         ncol=3,
         fontsize=8,
         frameon=False,
     )
     axes.grid(axis="x", which="both", alpha=0.3)
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0.05, 1, 1))  # room for the legend below
     figure.savefig(path, dpi=110)
     plt.close(figure)
