@@ -3,6 +3,7 @@
 Run it from the project root::
 
     .venv/bin/python benchmarks/isolation.py [--tests 200] [--repeat 3] [--url URL] [--json PATH]
+        [--chart FILE.png]
 
 The modes run the same generated test (see ``suites/``) against the same 80-table schema:
 
@@ -24,7 +25,21 @@ The modes run the same generated test (see ``suites/``) against the same 80-tabl
                        "x peer" is what that costs (the issue's budget: at most 1.05);
 ``pg+queries``, ``sa_session+queries``
                        the same with the ``queries`` fixture recording every statement as well:
-                       their "x peer" is what the fixture adds.
+                       their "x peer" is what the fixture adds;
+``async_shared``       the work over psycopg's ``AsyncConnection``, one connection, no isolation:
+                       the floor of ``apg``;
+``apg``                unmocked's ``apg``: the async work in an outer transaction, rolled back;
+``sa_async_shared``    the ORM work on an ``AsyncSession`` over one asyncpg connection, no
+                       isolation: the floor of ``sa_async_session``;
+``sa_async_session``   unmocked's ``sa_async_session`` (asyncpg, its default driver), rolled back;
+``sa_async_shared-psycopg``, ``sa_async_session-psycopg``
+                       the same two over psycopg (``sa_async_driver`` "psycopg": the session runs
+                       on ``apg``'s connection).
+
+The async modes load pytest-asyncio and run their tests and fixtures in the session's event loop,
+floors and unmocked's modes alike: a floor keeps one connection for the whole run, and an asyncpg
+connection belongs to the loop that opened it, so a loop per test would be a cost of the mode
+alone and not of its isolation.
 
 Each mode is a real pytest run in a subprocess, timed from the outside (start-up, plugin loading
 and teardown included, as a user feels them) and, by a conftest, from inside its test loop. Every
@@ -78,8 +93,8 @@ class Mode:
 
     name: str
     suite: str
-    plugin: str | None
-    """The module of the one pytest plugin the mode loads, or None for none."""
+    plugins: tuple[str, ...] = ()
+    """The modules of the pytest plugins the mode loads (its own, pytest-asyncio): no others."""
     peer: str | None = None
     """A mode doing the same kind of isolation, to compare with besides ``pg``."""
     floor: str | None = None
@@ -89,27 +104,34 @@ class Mode:
     """More lines of its ``pytest.ini``."""
     as_owner: bool = False
     """Run as :attr:`Target.owner_url`'s role (CREATEDB alone), not as the superuser."""
+    env: tuple[tuple[str, str], ...] = ()
+    """More variables of its environment (the async ORM modes' driver)."""
 
+
+UNMOCKED = ("unmocked.plugin",)
+# The async modes' tests and fixtures run in the session's event loop: their floors keep one
+# connection for the whole run, and an asyncpg connection belongs to the loop that opened it.
+ASYNC = ("pytest_asyncio.plugin",)
+ASYNC_INI = ("asyncio_default_fixture_loop_scope = session",)
+PSYCOPG_DRIVER = (("BENCH_SA_ASYNC_DRIVER", "psycopg"),)
 
 MODES = (  # peers back to back, in both orders (see measure())
-    Mode("bare", "suite_bare.py", None),
-    Mode("shared", "suite_shared.py", None),
-    Mode("pg", "suite_unmocked_pg.py", "unmocked.plugin", peer="pg-unchecked", floor="shared"),
+    Mode("bare", "suite_bare.py"),
+    Mode("shared", "suite_shared.py"),
+    Mode("pg", "suite_unmocked_pg.py", UNMOCKED, peer="pg-unchecked", floor="shared"),
     Mode(
         "pg-unchecked",
         "suite_unmocked_pg.py",
-        "unmocked.plugin",
+        UNMOCKED,
         floor="shared",
         ini=("unmocked_n_plus_one = off",),
     ),
-    Mode(
-        "pg+queries", "suite_unmocked_pg_queries.py", "unmocked.plugin", peer="pg", floor="shared"
-    ),
-    Mode("pg_url", "suite_unmocked_pg_url.py", "unmocked.plugin", floor="shared"),
+    Mode("pg+queries", "suite_unmocked_pg_queries.py", UNMOCKED, peer="pg", floor="shared"),
+    Mode("pg_url", "suite_unmocked_pg_url.py", UNMOCKED, floor="shared"),
     Mode(
         "pg_url-owner",
         "suite_unmocked_pg_url.py",
-        "unmocked.plugin",
+        UNMOCKED,
         peer="pg_url",
         floor="shared",
         as_owner=True,
@@ -117,32 +139,66 @@ MODES = (  # peers back to back, in both orders (see measure())
     Mode(
         "pytest-postgresql",
         "suite_pytest_postgresql.py",
-        "pytest_postgresql.plugin",
+        ("pytest_postgresql.plugin",),
         peer="pg_url",
         floor="shared",
     ),
-    Mode("truncate", "suite_truncate.py", None, floor="shared"),
-    Mode("sa_shared", "suite_sa_shared.py", None),
+    Mode("truncate", "suite_truncate.py", floor="shared"),
+    Mode("sa_shared", "suite_sa_shared.py"),
     Mode(
         "sa_session",
         "suite_unmocked_sa_session.py",
-        "unmocked.plugin",
+        UNMOCKED,
         peer="sa_session-unchecked",
         floor="sa_shared",
     ),
     Mode(
         "sa_session-unchecked",
         "suite_unmocked_sa_session.py",
-        "unmocked.plugin",
+        UNMOCKED,
         floor="sa_shared",
         ini=("unmocked_n_plus_one = off",),
     ),
     Mode(
         "sa_session+queries",
         "suite_unmocked_sa_session_queries.py",
-        "unmocked.plugin",
+        UNMOCKED,
         peer="sa_session",
         floor="sa_shared",
+    ),
+    Mode("async_shared", "suite_async_shared.py", ASYNC, ini=ASYNC_INI),
+    Mode(
+        "apg",
+        "suite_unmocked_apg.py",
+        (*ASYNC, *UNMOCKED),
+        peer="pg",
+        floor="async_shared",
+        ini=ASYNC_INI,
+    ),
+    Mode("sa_async_shared", "suite_sa_async_shared.py", ASYNC, ini=ASYNC_INI),
+    Mode(
+        "sa_async_session",
+        "suite_unmocked_sa_async_session.py",
+        (*ASYNC, *UNMOCKED),
+        peer="sa_session",
+        floor="sa_async_shared",
+        ini=ASYNC_INI,
+    ),
+    Mode(
+        "sa_async_shared-psycopg",
+        "suite_sa_async_shared.py",
+        ASYNC,
+        ini=ASYNC_INI,
+        env=PSYCOPG_DRIVER,
+    ),
+    Mode(
+        "sa_async_session-psycopg",
+        "suite_unmocked_sa_async_session.py",
+        (*ASYNC, *UNMOCKED),
+        peer="sa_async_session",
+        floor="sa_async_shared-psycopg",
+        ini=ASYNC_INI,
+        env=PSYCOPG_DRIVER,
     ),
 )
 
@@ -285,7 +341,7 @@ def _drop_role(admin: psycopg.Connection[Any], role: str) -> None:
 
 def lay_out_mode(mode: Mode, target: Target, workspace: Path) -> Path:
     """A folder holding the mode's test module, the shared work and a ``pytest.ini``."""
-    ini = [f"unmocked_migrations = {target.migrations}"] if mode.plugin == "unmocked.plugin" else []
+    ini = [f"unmocked_migrations = {target.migrations}"] if UNMOCKED[0] in mode.plugins else []
     return lay_out(workspace / mode.name, {"test_suite.py": mode.suite}, [*ini, *mode.ini])
 
 
@@ -313,10 +369,11 @@ def environment(target: Target) -> dict[str, str]:
 
 def run_mode(mode: Mode, folder: Path, tests: int, env: dict[str, str], target: Target) -> Run:
     """One timed pytest run of the mode, loading only its own plugin."""
+    env = {**env, **dict(mode.env)}
     if mode.as_owner:
-        env = {**env, "UNMOCKED_DATABASE_URL": target.owner_url}
+        env["UNMOCKED_DATABASE_URL"] = target.owner_url
     try:
-        return timed_run(folder, tests, env, [mode.plugin] if mode.plugin else [])
+        return timed_run(folder, tests, env, mode.plugins)
     except BenchmarkError as error:
         raise BenchmarkError(f"{mode.name}: {error}") from None
 
@@ -495,6 +552,12 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--url", help="admin URL of a server to use instead of starting the embedded one"
     )
+    parser.add_argument(
+        "--chart",
+        type=Path,
+        metavar="FILE.png",
+        help="also draw the per-test costs, log scale (needs matplotlib: the bench extra)",
+    )
     parser.add_argument("--json", type=Path, help="also write the results to this file")
     parser.add_argument(
         "--modes",
@@ -506,6 +569,11 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--small must be at least 1 and less than --tests")
     if arguments.repeat < 1:
         parser.error("--repeat must be at least 1")
+    if arguments.chart:
+        import chart  # here: chart imports this module
+
+        if why := chart.why_unavailable():
+            parser.error(why)
     known = {mode.name for mode in MODES}
     unknown = set(arguments.modes.split(",")) - known
     if unknown:
@@ -534,6 +602,11 @@ def main(argv: list[str] | None = None) -> int:
         "x pg and x peer divide costs over bare.\n"
     )
     print(table(results, modes, sizes))
+    if arguments.chart:
+        import chart
+
+        chart.draw(results, modes, arguments.chart, f"{description}, {TABLE_COUNT} tables")
+        progress(f"chart: {arguments.chart}")
     progress(f"benchmark took {time.perf_counter() - started:.0f} s")
     if arguments.json:
         figures = {

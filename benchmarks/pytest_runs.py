@@ -88,7 +88,7 @@ def timed_run(
     that runs the interpreter (valgrind, to count its instructions).
     """
     loop_file = folder / "loop-seconds.txt"
-    span_folder = folder / "spans"
+    span_folder = spans_folder(folder)
     loop_file.unlink(missing_ok=True)
     shutil.rmtree(span_folder, ignore_errors=True)
     span_folder.mkdir()
@@ -123,6 +123,11 @@ def timed_run(
     wall_seconds = time.perf_counter() - started
     _check_passed(folder, output, process.returncode, tests if expected is None else expected)
     return Run(wall_seconds, float(loop_file.read_text(encoding="utf-8")), _span(span_folder))
+
+
+def spans_folder(folder: Path) -> Path:
+    """Where a run's processes write their files (``BENCH_SPAN_DIR``); emptied by each run."""
+    return folder / "spans"
 
 
 def _check_passed(folder: Path, output: str, returncode: int, expected: int) -> None:

@@ -60,7 +60,7 @@ def instructions(mode: Mode, folder: Path, tests: int, env: dict[str, str]) -> i
     counts.unlink(missing_ok=True)
     wrapper = ["valgrind", "--tool=callgrind", "--dump-line=no", f"--callgrind-out-file={counts}"]
     try:
-        timed_run(folder, tests, env, [mode.plugin] if mode.plugin else [], wrapper=wrapper)
+        timed_run(folder, tests, env, mode.plugins, wrapper=wrapper)
     except BenchmarkError as error:
         raise BenchmarkError(f"{mode.name} under valgrind: {error}") from None
     total = re.search(r"^(?:summary|totals): (\d+)", counts.read_text(), re.MULTILINE)
@@ -76,7 +76,7 @@ def count(modes: list[Mode], workspace: Path, url: str, tests: int) -> list[Coun
         env = {**environment(target), "PYTHONHASHSEED": "0"}  # the same dicts, run after run
         for mode in modes:
             folder = lay_out_mode(mode, target, workspace)
-            timed_run(folder, 1, env, [mode.plugin] if mode.plugin else [])  # the template
+            timed_run(folder, 1, env, mode.plugins)  # the template
             small = instructions(mode, folder, _SMALL, env)
             large = instructions(mode, folder, _SMALL + tests, env)
             per_test[mode.name] = (large - small) / tests

@@ -2,19 +2,21 @@
 
 Run it from the project root::
 
-    .venv/bin/python benchmarks/run.py [--quick] [--json PATH]
+    .venv/bin/python benchmarks/run.py [--quick] [--json PATH] [--chart FILE.png]
 
 It measures, in this order, with real pytest runs in subprocesses (see each module's docstring):
 
 1. start-up (``startup.py``): one-test runs, cold (empty cache) and warm, and pytest-postgresql's
    cold start, each minus a bare one-test run;
-2. xdist (``parallel.py``): ``pg`` tests at ``-n 0`` and ``-n 2``, and bare pytest's ceiling;
+2. xdist (``parallel.py``): tests of ~10 ms of database work at ``-n 0`` and ``-n 2`` against bare
+   tests sleeping as long (the judged row), and the fast ``pg`` tests with bare pytest's ceiling;
 3. memory (``memory.py``): the server's peak PSS and RSS during a two-worker run;
 4. per-test costs (``isolation.py``): every isolation mode on one server and one 80-table schema.
 
 Then it prints the per-test table and the target table: row, peer figure, unmocked figure, ratio,
-target, and met or missed by how much. Steps 2 to 4 share one throwaway cache (so step 2 starts
-warm); everything the run creates is deleted at the end.
+target, and met or missed by how much; ``--chart`` also draws the per-test costs (``chart.py``).
+Steps 2 to 4 share one throwaway cache (so step 2 starts warm); everything the run creates is
+deleted at the end.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import chart
 from caches import scratch_cache
 from cli import load_average, run_command, write_report
 from isolation import MODES, per_test_costs, server_url, table
@@ -63,8 +66,17 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--quick", action="store_true", help="fewer tests and one repeat: a check, not figures"
     )
+    parser.add_argument(
+        "--chart",
+        type=Path,
+        metavar="FILE.png",
+        help="also draw the per-test costs, log scale (needs matplotlib: the bench extra)",
+    )
     parser.add_argument("--json", type=Path, help="also write every raw figure to this file")
-    return parser.parse_args(argv)
+    arguments = parser.parse_args(argv)
+    if arguments.chart and (why := chart.why_unavailable()):
+        parser.error(why)
+    return arguments
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
         *memory_rows(memory),
     ]
     print(render(rows))
+    if arguments.chart:
+        chart.draw(per_test, list(MODES), arguments.chart, f"{description}, {TABLE_COUNT} tables")
+        progress(f"chart: {arguments.chart}")
     if arguments.json:
         figures = {
             "seconds": seconds,

@@ -2,7 +2,8 @@
 
 Three mapped classes cover the columns the work touches in the first three generated tables; the
 test adds a parent, child and grandchild (a flush each, as an app that needs the ids would), commits
-and reads them back with the same two joins.
+and reads them back with the same two joins. ``async_orm_round_trip`` does the same on an
+``AsyncSession``, for the async modes.
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from bench_work import rows_for
-from sqlalchemy import BigInteger, ForeignKey, select
+from sqlalchemy import BigInteger, ForeignKey, Select, select
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 
@@ -54,10 +56,33 @@ def orm_round_trip(session: Session, number: int) -> None:
     session.flush()
     grandchild_id = grandchild_row.id
     session.commit()
-    found = session.execute(
+    found = session.execute(_joined(grandchild_id)).one()
+    assert tuple(found) == (grandchild, child, parent, payload)
+
+
+async def async_orm_round_trip(session: AsyncSession, number: int) -> None:
+    """:func:`orm_round_trip` on an ``AsyncSession``: the same adds, flushes, commit and join."""
+    grandchild, child, parent, payload = rows_for(number)
+    parent_row = Parent(name=parent, payload=payload)
+    session.add(parent_row)
+    await session.flush()
+    child_row = Child(name=child, parent_id=parent_row.id)
+    session.add(child_row)
+    await session.flush()
+    grandchild_row = Grandchild(name=grandchild, parent_id=child_row.id)
+    session.add(grandchild_row)
+    await session.flush()
+    grandchild_id = grandchild_row.id
+    await session.commit()
+    found = (await session.execute(_joined(grandchild_id))).one()
+    assert tuple(found) == (grandchild, child, parent, payload)
+
+
+def _joined(grandchild_id: int) -> Select[tuple[str, str, str, dict[str, Any]]]:
+    """The read-back: the grandchild with its child and parent, over two joins."""
+    return (
         select(Grandchild.name, Child.name, Parent.name, Parent.payload)
         .join(Child, Child.id == Grandchild.parent_id)
         .join(Parent, Parent.id == Child.parent_id)
         .where(Grandchild.id == grandchild_id)
-    ).one()
-    assert tuple(found) == (grandchild, child, parent, payload)
+    )
