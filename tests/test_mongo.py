@@ -217,12 +217,16 @@ def test_without_pymongo_the_error_says_how_to_install_it(tmp_path: Path) -> Non
 @pytest.mark.skipif(not HAS_PYMONGO, reason="pymongo is not installed")
 def test_a_server_that_does_not_answer_is_named_without_its_password(tmp_path: Path) -> None:
     project = write_files(tmp_path / "project", ONE_MONGO_TEST)
-    url = "mongodb://app:hunter2@127.0.0.1:1/"  # nothing listens on port 1
+    # Nothing listens on port 1; the URL's own wait is kept (the default is 10 s).
+    url = "mongodb://app:hunter2@127.0.0.1:1/?serverSelectionTimeoutMS=1500"
     env = embedded_env(tmp_path / "cache", UNMOCKED_MONGODB_URL=url)
     result = run_pytest("-p", "no:randomly", env=env, cwd=project)
     assert result.returncode == 1, result.stdout
     paragraph = " ".join(result.stdout.split())
-    assert "(mongodb://app:***@127.0.0.1:1/) did not answer within 10 s" in paragraph
+    assert (
+        "(mongodb://app:***@127.0.0.1:1/?serverSelectionTimeoutMS=1500) did not answer within "
+        "1.5 s" in paragraph
+    )
     assert "hunter2" not in result.stdout + result.stderr
 
 
@@ -231,13 +235,26 @@ def test_a_server_that_does_not_answer_is_named_without_its_password(tmp_path: P
 def test_unmocked_gc_says_why_it_could_not_collect_on_mongodb(tmp_path: Path) -> None:
     from helpers import run_unmocked
 
-    url = "mongodb://app:hunter2@127.0.0.1:1/"  # nothing listens on port 1
+    url = "mongodb://app:hunter2@127.0.0.1:1/?serverselectiontimeoutms=1000"  # nobody on port 1
     env = embedded_env(tmp_path / "cache", UNMOCKED_MONGODB_URL=url)
     result = run_unmocked("gc", env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "unmocked gc: MongoDB not collected: MongoDB at UNMOCKED_MONGODB_URL" in result.stdout
-    assert "did not answer within 10 s" in result.stdout
+    assert "did not answer within 1 s" in result.stdout
     assert "hunter2" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("url", "wait"),
+    [
+        ("mongodb://127.0.0.1:1/", 10_000),
+        ("mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=250", 250),
+        ("mongodb://127.0.0.1:1/db?replicaSet=rs&SERVERSELECTIONTIMEOUTMS=1500.0", 1500),
+        ("mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=soon", 10_000),  # pymongo says so
+    ],
+)
+def test_a_urls_own_server_selection_timeout_is_kept(url: str, wait: int) -> None:
+    assert databases.selection_timeout_ms(url) == wait
 
 
 @needs_embedded

@@ -41,7 +41,21 @@ if TYPE_CHECKING:
 KIND = "mongo"
 # appName of the client `unmocked gc` collects with: it is no run's lease.
 COLLECTOR_NAME = f"{ownership.PREFIX}gc"
-_SELECTION_TIMEOUT_MS = 10_000
+# How long a client waits for the server to answer, unless the URL's own
+# ``serverSelectionTimeoutMS`` says: shorter than pymongo's 30 s, as a run waits on it.
+DEFAULT_SELECTION_TIMEOUT_MS = 10_000
+
+
+def selection_timeout_ms(url: str) -> int:
+    """The URL's ``serverSelectionTimeoutMS`` (its keys are case-insensitive), else the default.
+
+    Passed to every client as a keyword, which pymongo ranks above the URL: so it is read here.
+    """
+    for key, value in parse_qsl(urlsplit(url).query):
+        if key.lower() == "serverselectiontimeoutms":
+            with contextlib.suppress(ValueError):
+                return max(1, int(float(value)))
+    return DEFAULT_SELECTION_TIMEOUT_MS
 
 
 def lease_name(run_id: str) -> str:
@@ -109,7 +123,9 @@ def collect_at(environ: Mapping[str, str], cache_dir: Path) -> tuple[list[Droppe
         from pymongo import MongoClient
 
         client: MongoClient[Any] = MongoClient(
-            source.url, appName=COLLECTOR_NAME, serverSelectionTimeoutMS=_SELECTION_TIMEOUT_MS
+            source.url,
+            appName=COLLECTOR_NAME,
+            serverSelectionTimeoutMS=selection_timeout_ms(source.url),
         )
         with client:
             return _answered(source, lambda: collect(client, COLLECTOR_NAME)), source.where
@@ -139,7 +155,8 @@ def _answered(source: MongoSource, work: Any) -> Any:
         # pymongo's message goes on with its whole topology; the first clause says why.
         why = redact(str(error)).split(" (configured timeouts")[0].split(", Timeout:")[0]
         raise MongoError(
-            f"MongoDB at {source.where} did not answer within {_SELECTION_TIMEOUT_MS // 1000} s: "
+            f"MongoDB at {source.where} did not answer within "
+            f"{selection_timeout_ms(source.url) / 1000:g} s: "
             f"{why}. Check that it runs and that this machine reaches it."
         ) from None
     except PyMongoError as error:
@@ -162,7 +179,7 @@ class MongoRun(Closeable):
         self.client: MongoClient[Any] = MongoClient(
             source.url,
             appName=lease_name(run_id),
-            serverSelectionTimeoutMS=_SELECTION_TIMEOUT_MS,
+            serverSelectionTimeoutMS=selection_timeout_ms(source.url),
         )
         try:
             # The ping opens the lease's connection before any database of ours exists.
@@ -203,7 +220,7 @@ class MongoRun(Closeable):
         from pymongo import MongoClient
 
         client: MongoClient[Any] = MongoClient(
-            self.url_of(name), serverSelectionTimeoutMS=_SELECTION_TIMEOUT_MS
+            self.url_of(name), serverSelectionTimeoutMS=selection_timeout_ms(self.source.url)
         )
         with client:
             yield client
@@ -213,7 +230,9 @@ class MongoRun(Closeable):
         client.close()``) in the loop of its first operation, to which pymongo binds it."""
         from pymongo import AsyncMongoClient
 
-        return AsyncMongoClient(self.url_of(name), serverSelectionTimeoutMS=_SELECTION_TIMEOUT_MS)
+        return AsyncMongoClient(
+            self.url_of(name), serverSelectionTimeoutMS=selection_timeout_ms(self.source.url)
+        )
 
     def close(self) -> None:
         """Drop the databases a test missed, close the lease, stop a mongod we started."""
