@@ -7,7 +7,6 @@ the raw strings; everything here is plain Python so scripts and the CLI read set
 
 from __future__ import annotations
 
-import configparser
 import os
 import re
 import sys
@@ -17,11 +16,6 @@ from pathlib import Path
 
 from unmocked.errors import ConfigurationError
 from unmocked.urls import DatabaseURL, server_url
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pytest depends on tomli there
-    import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
 
 PROVIDERS = ("auto", "url", "embedded", "local", "docker")
 
@@ -432,6 +426,15 @@ def project_ini(start: Path) -> tuple[Path, dict[str, str]]:
     does) and reads ``[pytest]``, ``[tool.pytest.ini_options]`` and ``[tool.unmocked]``, where keys
     may leave out the ``unmocked_`` prefix and lists stand for one value per line.
     """
+    # Here, not at the top: only the CLI reads the files itself, and the parsers take ~4 ms to
+    # import in every test run otherwise.
+    import configparser
+
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pytest depends on tomli there
+        import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
+
     for folder in (start, *start.parents):
         pytest_ini = folder / "pytest.ini"
         if pytest_ini.is_file():

@@ -32,7 +32,6 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 import pytest
-from packaging.version import Version
 
 from unmocked.errors import ServerError, UnmockedWarning
 from unmocked.plugin._shared import SESSION_KEY, failure, reported_as_failures
@@ -43,7 +42,7 @@ if TYPE_CHECKING:
     from unmocked.integrations.django import ProcessDatabase
 
 # The first release whose db, transactional_db and live_server all set up through _django_db_helper.
-OLDEST_PYTEST_DJANGO = Version("4.5")
+OLDEST_PYTEST_DJANGO = "4.5"
 
 PROCESS_DATABASE_KEY: pytest.StashKey[ProcessDatabase] = pytest.StashKey()
 """This process's Django database, while ``django_db_setup`` holds it."""
@@ -64,8 +63,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
     if not serves_django():
         return
+    from packaging.version import Version  # here: ~3 ms to import, for Django's runs only
+
     installed = Version(importlib.metadata.version("pytest-django"))
-    if installed < OLDEST_PYTEST_DJANGO:
+    if installed < Version(OLDEST_PYTEST_DJANGO):
         config.issue_config_time_warning(
             UnmockedWarning(
                 f"unmocked serves Django's test databases with pytest-django "

@@ -208,12 +208,13 @@ def choose_binaries(
     ``docker``, or says why it cannot (see :func:`_from_docker`); without it Docker is not tried.
     """
     from unmocked.servers import binaries, wheels
+    from unmocked.servers._places import cache_folder
 
     wanted = settings.pg_version
     attempts: list[str] = []
     found_here: list[str] = []  # what there is, when a major is wanted: "embedded 18.6 (...)"
     if settings.provider in ("auto", "embedded"):
-        installed = wheels.installed()
+        installed = wheels.installed(cache_folder(settings.cache_dir))
         picked = wheels.pick(installed, wanted)
         if picked is not None:
             moved = (

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from unmocked.errors import ServerError
 from unmocked.servers import _process
-from unmocked.servers._places import ours_or_private, read_private, verify_tree
+from unmocked.servers._places import ours_or_private, read_private, remembered, verify_tree
 from unmocked.servers._process import Account
 from unmocked.servers._slots import locked
 
@@ -88,7 +88,7 @@ def runnable_bindir(bindir: Path, account: Account | None, identity: str, cache:
     the same wheel reuses it, and it is checked before every use: root runs what is in it, so a
     folder or file another account made or may change there is refused.
     """
-    if account is None or _runs_as(bindir, account):
+    if account is None or _runs_as(bindir, account, cache):
         return bindir
     # The installation is the folder holding bin/, lib/ and share/. A wheel's programs may also
     # load libpq from ../../../<package>.libs (auditwheel's folder beside the package), so the
@@ -156,7 +156,22 @@ def collect_unused_copies(copies: Path, unused_seconds: float) -> list[Path]:
     return removed
 
 
-def _runs_as(bindir: Path, account: Account) -> bool:
+def _runs_as(bindir: Path, account: Account, cache: Path | None = None) -> bool:
+    """Whether ``account`` can run the programs in ``bindir``: by running them as it.
+
+    With ``cache``, a yes is remembered there under what it rests on (the account; the owner and
+    mode of the programs, of every folder above them and of their installation's folders; the
+    programs' sizes and times), so a later start skips the two processes until one of those
+    changes. A no is never remembered: it leads to the copy, which is checked anew each time.
+    """
+    if cache is not None:
+        try:
+            remembered(
+                cache / "binaries.json", _reach(bindir, account), lambda: _probed(bindir, account)
+            )
+        except (OSError, _CannotRun):
+            return False
+        return True
     try:
         return all(
             _process.run([bindir / program, "--version"], account, cwd=Path("/")).returncode == 0
@@ -164,3 +179,28 @@ def _runs_as(bindir: Path, account: Account) -> bool:
         )
     except (OSError, subprocess.SubprocessError):
         return False
+
+
+class _CannotRun(Exception):
+    """The account cannot run the programs: an answer :func:`_runs_as` does not remember."""
+
+
+def _probed(bindir: Path, account: Account) -> str:
+    if not _runs_as(bindir, account):
+        raise _CannotRun
+    return "runs"
+
+
+def _reach(bindir: Path, account: Account) -> str:
+    """What ``account``'s running of the programs in ``bindir`` depends on, as a memo's key."""
+    programs = [bindir / "postgres", bindir / "initdb"]
+    installation = sorted(bindir.parent.iterdir())  # bin, lib, share: the libraries loaded
+    places = [*programs, *installation, *bindir.parents]
+    shown = []
+    for place in places:
+        info = place.stat()
+        shown.append(f"{place}:{info.st_mode:o}:{info.st_uid}:{info.st_gid}")
+    for program in programs:
+        info = program.stat()
+        shown.append(f"{info.st_size}:{info.st_mtime_ns}")
+    return f"runs as {account.uid}:{account.gid} " + " ".join(shown)

@@ -16,10 +16,12 @@ to every account, so:
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from unmocked.errors import ServerError
@@ -171,6 +173,23 @@ def write_private(path: Path, text: str) -> None:
     finally:
         os.close(fd)
     os.replace(partial, path)
+
+
+def remembered(memo_file: Path, key: str, compute: Callable[[], str]) -> str:
+    """``compute()``, kept in the JSON object ``memo_file`` (a file of ours) under ``key``.
+
+    For answers about programs that cost a process to get and only change with the program
+    (its version, its digest), so that the key must name what the answer depends on. A memo
+    that cannot be read safely is started afresh.
+    """
+    try:
+        memo: dict[str, str] = json.loads(read_private(memo_file) or "{}")
+    except (ValueError, NotOurs):
+        memo = {}
+    if key not in memo:
+        memo[key] = compute()
+        write_private(memo_file, json.dumps(memo, indent=1))
+    return memo[key]
 
 
 def read_untrusted(path: Path, limit: int = _UNTRUSTED_READ_LIMIT) -> str:

