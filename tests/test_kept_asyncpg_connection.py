@@ -32,12 +32,17 @@ async def users(session):
 """
 
 
+def write_suite(project: pytest.Pytester, tests: str) -> None:
+    """A test module of ``tests`` after the helpers that read the backend's pid and the rows."""
+    project.makepyfile(PIDS + tests)
+
+
 def test_a_module_loop_keeps_one_connection_and_a_raw_commit_still_rebuilds_the_database(
     user_project: pytest.Pytester,
 ) -> None:
-    user_project.makepyfile(
-        PIDS
-        + """
+    write_suite(
+        user_project,
+        """
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 async def test_1_commits_with_a_raw_commit(sa_async_session):
@@ -55,7 +60,7 @@ async def test_2_sees_nothing_on_a_new_connection(sa_async_session):
 async def test_3_sees_nothing_on_the_kept_connection(sa_async_session):
     assert await users(sa_async_session) == 0
     assert await backend_pid(sa_async_session) == PIDS[1]
-"""
+""",
     )
     result = user_project.runpytest("-p", "no:randomly")
     result.assert_outcomes(passed=3, warnings=1)
@@ -65,9 +70,9 @@ async def test_3_sees_nothing_on_the_kept_connection(sa_async_session):
 def test_what_a_rollback_leaves_of_the_kept_session_is_reset_for_the_next_test(
     user_project: pytest.Pytester,
 ) -> None:
-    user_project.makepyfile(
-        PIDS
-        + """
+    write_suite(
+        user_project,
+        """
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 async def test_1_leaves_a_lock_a_prepared_statement_and_a_sequence_value(sa_async_session):
@@ -85,7 +90,7 @@ async def test_2_starts_clean_on_the_same_backend(sa_async_session):
     await sa_async_session.execute(text("PREPARE mine AS SELECT 1"))  # the name is free again
     with pytest.raises(Exception, match="lastval is not yet defined"):
         await sa_async_session.execute(text("SELECT lastval()"))
-"""
+""",
     )
     user_project.runpytest("-p", "no:randomly", "-W", "error").assert_outcomes(passed=2)
 
@@ -94,9 +99,9 @@ def test_a_test_that_ends_the_kept_session_leaves_the_next_a_new_connection(
     user_project: pytest.Pytester,
 ) -> None:
     """Ended by the test itself, and by a ``pg`` test while the loop waits for its next test."""
-    user_project.makepyfile(
-        PIDS
-        + """
+    write_suite(
+        user_project,
+        """
 MODULE = pytest.mark.asyncio(loop_scope="module")
 
 @MODULE
@@ -119,7 +124,7 @@ async def test_4_has_a_new_connection_again(sa_async_session):
     PIDS.append(await backend_pid(sa_async_session))
     assert PIDS[2] not in PIDS[:2]
     assert await users(sa_async_session) == 0
-"""
+""",
     )
     user_project.runpytest("-p", "no:randomly").assert_outcomes(passed=4, warnings=1)
 
@@ -130,9 +135,9 @@ def test_the_kept_connection_is_no_outside_session_to_the_tests_after_it(
     """A ``pg`` and an ``apg`` test after it see it connected, idle, and say nothing (warnings
     are errors here: an outside session would rebuild the database and warn). Their connections
     come first, so that the session count they read before it changes, and they look."""
-    user_project.makepyfile(
-        PIDS
-        + """
+    write_suite(
+        user_project,
+        """
 def test_0_pg_connects_first(pg):
     pass
 
@@ -161,7 +166,7 @@ async def test_3_apg_says_nothing_either(apg):
 async def test_4_the_same_connection_sees_nothing(sa_async_session):
     assert await backend_pid(sa_async_session) == PIDS[0]
     assert await users(sa_async_session) == 0
-"""
+""",
     )
     result = user_project.runpytest("-p", "no:randomly", "-W", "error::unmocked.UnmockedWarning")
     result.assert_outcomes(passed=6)
@@ -172,9 +177,9 @@ def test_loops_of_each_scope_in_one_module_each_keep_their_own(
 ) -> None:
     """Function-scoped loops get a connection per test; the module's loop keeps its own, through
     the function-scoped tests between its tests, and every test sees only its own rows."""
-    user_project.makepyfile(
-        PIDS
-        + """
+    write_suite(
+        user_project,
+        """
 MODULE_PIDS = []
 
 async def writes_and_sees_only_its_own(session):
@@ -196,7 +201,7 @@ async def test_in_a_loop_of_its_own(sa_async_session, turn):
     await writes_and_sees_only_its_own(sa_async_session)
     PIDS.append(await backend_pid(sa_async_session))
     assert not set(PIDS) & set(MODULE_PIDS)
-"""
+""",
     )
     for seed in (1, 2):
         result = user_project.runpytest("-p", "randomly", f"--randomly-seed={seed}", "-W", "error")
