@@ -27,9 +27,10 @@ import functools
 import itertools
 import time
 import warnings
+import weakref
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
@@ -74,6 +75,21 @@ _STILL_CONNECTED = (
 )
 
 
+class KeptConnection(Protocol):
+    """A connection to the rollback database that a driver's integration keeps between tests
+    (asyncpg's, one per event loop): unmocked's own, so the end of a test does not take it for an
+    outside session, counted by the connection budget, and ended before its database is dropped."""
+
+    in_test: bool
+
+    @property
+    def backend_pid(self) -> int | None: ...
+
+    def usable(self, url: str) -> bool: ...
+
+    def terminate(self) -> None: ...
+
+
 class UnmockedSession(Closeable):
     """Server, template and databases for one process; a context manager."""
 
@@ -103,6 +119,8 @@ class UnmockedSession(Closeable):
         self._source: migrations.MigrationSource | None = None
         self._rollback_database: str | None = None
         self._rollback_connections: dict[type[UnitOfWork], UnitOfWork] = {}
+        self._kept_by_drivers: weakref.WeakSet[KeptConnection] = weakref.WeakSet()
+        """Held by their fixtures, which close them; weak, so that closed ones go with them."""
         self._names = itertools.count(1)
         self._login: roles.LoginRole | None = None
         """The login role tests' sessions use under ``unmocked_role`` (made on first use)."""
@@ -405,17 +423,23 @@ class UnmockedSession(Closeable):
             yield conn
 
     @contextmanager
-    def rolled_back_by_driver(self, test_name: str = "") -> Iterator[str]:
+    def rolled_back_by_driver(
+        self, test_name: str = "", kept: KeptConnection | None = None
+    ) -> Iterator[str]:
         """Yield the rollback database's URL, for a driver unmocked does not drive (asyncpg).
 
         The driver's own connection must run the test inside a transaction that it rolls back
         afterwards, and raise :class:`~unmocked.isolation.OuterTransactionLost` out of the block
         when the test ended that transaction itself: the database is then rebuilt, as after a raw
-        ``COMMIT`` on :meth:`rolled_back`'s connection.
+        ``COMMIT`` on :meth:`rolled_back`'s connection. ``kept``: the connection the driver keeps
+        between tests, which counts as unmocked's own from now on.
         """
         with self._death.guard(test_name):
             url = self.as_tests_role(self.rollback_database_url())
-            self._wait_for_a_connection(test_name)  # the driver's, for the test
+            if kept is None or not kept.usable(url):
+                self._wait_for_a_connection(test_name)  # the driver's, for the test
+        if kept is not None:
+            self._kept_by_drivers.add(kept)
         self.tally.rollback_tests += 1
         try:
             yield url
@@ -473,6 +497,7 @@ class UnmockedSession(Closeable):
 
     def _end_rollback_test(self, conn: UnitOfWork, test_name: str) -> None:
         others = [c.info.backend_pid for c in self._rollback_connections.values() if not c.closed]
+        others += [k.backend_pid for k in self._kept_by_drivers if k.backend_pid is not None]
         try:
             conn.end_test(own_pids=others)
             return
@@ -493,11 +518,15 @@ class UnmockedSession(Closeable):
     def _wait_for_a_connection(self, test_name: str) -> None:
         """Return once the run may hold one more connection (see
         :mod:`unmocked.connection_budget`); first the resets under way give theirs back."""
-        self.budget.wait_for_room(self.admin, test_name, self._finish_resets)
+        self.budget.wait_for_room(self.admin, test_name, self._free_own_connections)
 
-    def _finish_resets(self) -> None:
+    def _free_own_connections(self) -> None:
+        """Give back what the run holds and no test uses: resets under way, kept connections."""
         for pool in self._pools():
             pool.finish_resets()
+        for kept in list(self._kept_by_drivers):
+            if not kept.in_test:
+                kept.terminate()
 
     def discard_rollback_database(self, test_name: str, how: str | None = None) -> None:
         """Drop the rollback database after ``test_name`` ended its outer transaction itself.
@@ -525,6 +554,8 @@ class UnmockedSession(Closeable):
         for conn in self._rollback_connections.values():
             conn.disconnect()
         self._rollback_connections.clear()
+        for kept in list(self._kept_by_drivers):
+            kept.terminate()
 
     # -- reporting ----------------------------------------------------------------------------
 

@@ -18,14 +18,17 @@ inside, with ``begin_nested()``, it does).
 from __future__ import annotations
 
 import asyncio
+import select
+import socket
 import weakref
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from unmocked.checks import recording
 from unmocked.isolation import (
     CHECK_DEFERRED_CONSTRAINTS,
+    UNIT_OF_WORK,
     AsyncRollbackConnection,
     OuterTransactionLost,
     RollbackConnection,
@@ -103,35 +106,164 @@ async def psycopg_sessions(conn: AsyncRollbackConnection) -> AsyncIterator[Async
 
 
 @asynccontextmanager
-async def asyncpg_sessions(url: str) -> AsyncIterator[AsyncSessions]:
+async def asyncpg_sessions(
+    url: str, kept: KeptAsyncpgConnection | None = None
+) -> AsyncIterator[AsyncSessions]:
     """Async sessions over an asyncpg connection to ``url``, inside an outer transaction.
 
     Each session joins that transaction with a savepoint per unit of work; at the end the
-    sessions are closed and the outer transaction rolled back. Raises
-    :class:`OuterTransactionLost` at the end when the code inside ended the outer transaction
-    itself (a raw ``COMMIT``): the caller must then treat the database as dirty.
+    sessions are closed and the outer transaction rolled back. The connection is ``kept``'s
+    (made or reused; see :class:`KeptAsyncpgConnection`), else one of its own, closed at the end.
+    Raises :class:`OuterTransactionLost` at the end when the code inside ended the outer
+    transaction itself (a raw ``COMMIT``): the caller must then treat the database as dirty.
     """
-    async with _asyncpg_engine(url).connect() as bind:
-        await bind.begin()
-        sessions = AsyncSessions(bind, joined=True)
+    own = kept or KeptAsyncpgConnection()
+    bind = await own.connection(url)
+    await bind.begin()
+    sessions = AsyncSessions(bind, joined=True)
+    own.in_test = True
+    try:
         yield sessions
-        raw = await bind.get_raw_connection()
-        if not raw.driver_connection.is_in_transaction():  # type: ignore[union-attr]
-            # The sessions' savepoints are gone with the transaction: close the connection
-            # instead of asking it to roll back to them.
-            await bind.invalidate()
+        await own.end_test(sessions)
+    except BaseException:
+        own.terminate()
+        raise
+    finally:
+        own.in_test = False
+        if kept is None:
+            await own.close()
+
+
+# What a rolled-back transaction leaves of a session: its advisory locks, the statements it
+# PREPAREd and the sequence values it read (currval, lastval). asyncpg's own prepared
+# statements stay: they are the statement cache the connection is kept for. SET, SET ROLE,
+# temporary tables, LISTEN and cursors are undone by the rollback itself.
+RESET_KEPT_SESSION = (
+    "DO $$DECLARE prepared text; BEGIN PERFORM pg_advisory_unlock_all(); "
+    "FOR prepared IN SELECT name FROM pg_prepared_statements WHERE from_sql LOOP "
+    "EXECUTE format('DEALLOCATE %I', prepared); END LOOP; DISCARD SEQUENCES; END$$"
+)
+
+
+class KeptAsyncpgConnection:
+    """An event loop's asyncpg connection to the rollback database, kept from test to test.
+
+    A new connection costs a backend, asyncpg's type introspection and an empty statement cache
+    (17 ms a test). asyncpg connections belong to the event loop that opened them, so one is
+    kept per loop: the plugin makes one of these per pytest-asyncio loop scope and closes it in
+    its loop when the scope ends.
+
+    1. A test reuses the connection when it is to the same database, from the same running
+       loop, and its socket has heard nothing while idle (a session the server ended has sent
+       its notice and closed: a look, no round trip); else it is ended and a new one opened.
+    2. The test's end rolls the outer transaction back and resets what a rollback leaves of the
+       session (:data:`RESET_KEPT_SESSION`); a test that ended the outer transaction, or broke
+       the connection, has it discarded.
+    3. :meth:`terminate` ends it at once from outside its loop, which may be idle or closed: the
+       socket is shut down, so the backend leaves now (before the database is dropped), and the
+       driver's connection is discarded.
+    """
+
+    def __init__(self) -> None:
+        self.in_test = False
+        """True while a test runs on it: the connection budget never takes it back then."""
+        self._url: str | None = None
+        self._bind: AsyncConnection | None = None
+        self._driver: Any = None  # the asyncpg Connection under _bind
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def backend_pid(self) -> int | None:
+        """The backend of the kept connection, None when none is kept."""
+        return None if self._driver is None else int(self._driver.get_server_pid())
+
+    def usable(self, url: str) -> bool:
+        """Whether the kept connection can serve a test on ``url`` in the running loop; when it
+        cannot, it is ended, and the next :meth:`connection` opens a new one."""
+        if self._driver is None:
+            return False
+        try:
+            same_loop = asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            same_loop = False
+        if same_loop and url == self._url and not self._session_ended():
+            return True
+        self.terminate()
+        return False
+
+    async def connection(self, url: str) -> AsyncConnection:
+        """The kept connection to ``url``, opened now when none can serve."""
+        if self._bind is None or not self.usable(url):
+            bind = await _asyncpg_engine(url).connect()
+            raw = await bind.get_raw_connection()
+            self._bind, self._driver = bind, raw.driver_connection
+            self._url, self._loop = url, asyncio.get_running_loop()
+        return self._bind
+
+    async def end_test(self, sessions: AsyncSessions) -> None:
+        """Close the test's sessions, roll its outer transaction back and reset the session.
+
+        Raises :class:`OuterTransactionLost`, the connection discarded, when the test ended the
+        outer transaction itself: its savepoints are gone with it, so nothing is rolled back.
+        """
+        bind, driver = self._bind, self._driver
+        assert bind is not None
+        if driver.is_closed() or not driver.is_in_transaction():
+            self.terminate()
             raise OuterTransactionLost()
+        await bind.rollback()  # the sessions' savepoints with it: their close sends nothing
         await sessions.close()
-    # Leaving connect() rolls the outer transaction back and closes the connection.
+        bind.info.pop(_JOINING, None)
+        with recording.own_statements():
+            await driver.execute(RESET_KEPT_SESSION)
+
+    async def close(self) -> None:
+        """Close the kept connection in its own loop; end it at once from any other."""
+        bind = self._bind
+        if bind is None:
+            return
+        try:
+            in_its_loop = asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            in_its_loop = False
+        if not in_its_loop or self._session_ended():
+            self.terminate()
+            return
+        self._bind = self._driver = self._url = self._loop = None
+        await bind.close()
+
+    def terminate(self) -> None:
+        """End the kept connection now, without its loop (idle, closed, or another running)."""
+        bind, driver = self._bind, self._driver
+        self._bind = self._driver = self._url = self._loop = None
+        if bind is None:
+            return
+        with suppress(OSError, AttributeError):
+            _socket_of(driver).shutdown(socket.SHUT_RDWR)
+        with suppress(RuntimeError):  # its loop is closed: the socket shut is enough
+            # Outside SQLAlchemy's greenlet its asyncpg adapter terminates, without awaiting.
+            bind.sync_connection.invalidate()  # type: ignore[union-attr]
+
+    def _session_ended(self) -> bool:
+        """True when the idle connection's socket has something to read: the server ended the
+        session (its notice, then the end of the stream), or the driver saw it closed."""
+        if self._driver.is_closed():
+            return True
+        try:
+            readable, _, _ = select.select([_socket_of(self._driver)], [], [], 0)
+        except (OSError, ValueError, AttributeError):
+            return True
+        return bool(readable)
+
+
+def _socket_of(driver: Any) -> Any:
+    """The socket under an asyncpg connection (asyncpg gives no public way to it)."""
+    return driver._transport.get_extra_info("socket")
 
 
 def _asyncpg_engine(url: str) -> AsyncEngine:
-    """One engine per database, without a pool.
-
-    asyncpg connections belong to the event loop that opened them, and each test may run in a
-    loop of its own, so no connection is kept; the engine is, for its dialect set-up and
-    statement cache.
-    """
+    """One engine per database, without a pool: its connections are kept by
+    :class:`KeptAsyncpgConnection`, per event loop; the engine is kept for its dialect set-up."""
     engine = _asyncpg_engines.get(url)
     if engine is None:
         from sqlalchemy.ext.asyncio import create_async_engine
@@ -148,7 +280,10 @@ def _own_the_joining_savepoints(dialect: Any) -> None:
     rollback, as unmocked's own statements: they are the unit of work's ``BEGIN`` and ``COMMIT``.
 
     The joining savepoint is the one made while the connection has none (a ``begin_nested()``
-    inside the session makes one under it); its name is remembered for its end.
+    inside the session makes one under it); its name is remembered for its end. It is sent as
+    :data:`~unmocked.isolation.UNIT_OF_WORK`, not by SQLAlchemy's name, which counts up for as long
+    as the connection is kept: asyncpg prepares each new statement text in a round trip of its
+    own, and one name for every test's savepoints is prepared once.
     """
 
     def owned(method: Callable[[Any, str], None], starts: bool) -> Callable[[Any, str], None]:
@@ -162,7 +297,7 @@ def _own_the_joining_savepoints(dialect: Any) -> None:
             if not starts:
                 joining.discard(name)
             with recording.own_statements():
-                method(connection, name)
+                method(connection, _JOINING_NAME)
 
         return do
 
@@ -172,6 +307,7 @@ def _own_the_joining_savepoints(dialect: Any) -> None:
 
 
 _JOINING = "unmocked_joining_savepoints"
+_JOINING_NAME = UNIT_OF_WORK.decode()
 
 
 class AsyncSessions:

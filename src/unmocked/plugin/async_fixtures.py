@@ -32,12 +32,13 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
     from sqlalchemy.ext.asyncio import AsyncSession
 
-    from unmocked.integrations.sqlalchemy import AsyncSessions
+    from unmocked.integrations.sqlalchemy import AsyncSessions, KeptAsyncpgConnection
 
 ASYNC_DRIVERS = ("asyncpg", "psycopg")
 LoopScope = Literal["function", "class", "module", "package", "session"]
 LOOP_SCOPES: tuple[LoopScope, ...] = ("function", "class", "module", "package", "session")
 HIDDEN_FIXTURE = "_unmocked_async_sessions"
+KEPT_FIXTURE = "_unmocked_kept_asyncpg_connection"
 
 # Fixtures that each hold a connection of their own to the rollback database.
 CONNECTION_FIXTURES = {"pg": "pg (or sa_session, sa_engine)", "apg": "apg"}
@@ -128,6 +129,10 @@ def _refuse_a_second_connection(request: pytest.FixtureRequest, wanted: str) -> 
 
 def _async_sessions(request: pytest.FixtureRequest) -> AsyncSessions:
     """The hidden fixture that opens sessions in the event loop this test runs in."""
+    if request.getfixturevalue("sa_async_driver") == "asyncpg":
+        # Set up from here: pytest-asyncio sets an async fixture up by running its loop, which
+        # already runs while the hidden fixture is set up.
+        request.getfixturevalue(_hidden_fixture_for(request, KEPT_FIXTURE))
     sessions: AsyncSessions = request.getfixturevalue(_hidden_fixture_for(request))
     return sessions
 
@@ -198,14 +203,32 @@ def _make_hidden_fixture() -> Callable[..., AsyncIterator[AsyncSessions]]:
             reason="sa_async_session uses asyncpg unless the sa_async_driver fixture says "
             "'psycopg': pip install asyncpg, or override sa_async_driver",
         )
+        kept = request.getfixturevalue(_hidden_fixture_for(request, KEPT_FIXTURE))
         with (
             reported_as_failures(),
-            unmocked_session.rolled_back_by_driver(request.node.nodeid) as url,
+            unmocked_session.rolled_back_by_driver(request.node.nodeid, kept) as url,
         ):
-            async with integration.asyncpg_sessions(url) as sessions:
+            async with integration.asyncpg_sessions(url, kept) as sessions:
                 yield sessions
 
     return sessions
+
+
+def _make_kept_connection_fixture() -> Callable[..., AsyncIterator[KeptAsyncpgConnection]]:
+    """The asyncpg connection kept for the loop of one scope, closed in that loop at its end
+    (before the loop closes, and before ``unmocked_session``, which it asks for, drops its
+    database)."""
+
+    async def kept(unmocked_session: UnmockedSession) -> AsyncIterator[KeptAsyncpgConnection]:
+        from unmocked.integrations.sqlalchemy import KeptAsyncpgConnection
+
+        connection = KeptAsyncpgConnection()
+        try:
+            yield connection
+        finally:
+            await connection.close()
+
+    return kept
 
 
 try:
@@ -214,14 +237,22 @@ except ImportError:  # pragma: no cover - anyio's plugin alone is enough
     pytest_asyncio = None  # type: ignore[assignment]
 
 
-def register_per_runner(make: Callable[[], Any], hidden: str, namespace: dict[str, Any]) -> None:
+def register_per_runner(
+    make: Callable[[], Any], hidden: str, namespace: dict[str, Any], per_loop: bool = False
+) -> None:
     """Put in ``namespace`` (a plugin module's globals) one fixture ``make()`` per runner: for
-    anyio, and for pytest-asyncio in each loop scope, named as :func:`_hidden_fixture_for` says."""
+    anyio, and for pytest-asyncio in each loop scope, named as :func:`_hidden_fixture_for` says.
+
+    Each is made for one test, or with ``per_loop`` for as long as its loop lives: for a
+    pytest-asyncio loop scope's, that scope (anyio's runner may end after each test)."""
     namespace[f"{hidden}_anyio"] = pytest.fixture(make(), name=f"{hidden}_anyio")
     if pytest_asyncio is not None:
         for scope in LOOP_SCOPES:
             name = f"{hidden}_asyncio_{scope}"
-            namespace[name] = pytest_asyncio.fixture(make(), loop_scope=scope, name=name)
+            namespace[name] = pytest_asyncio.fixture(
+                make(), scope=scope if per_loop else "function", loop_scope=scope, name=name
+            )
 
 
 register_per_runner(_make_hidden_fixture, HIDDEN_FIXTURE, globals())
+register_per_runner(_make_kept_connection_fixture, KEPT_FIXTURE, globals(), per_loop=True)
