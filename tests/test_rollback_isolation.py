@@ -193,6 +193,80 @@ def test_session_state_does_not_leak_between_tests(user_project: pytest.Pytester
     user_project.runpytest("-p", "no:randomly").assert_outcomes(passed=2)
 
 
+PREPARED_STATEMENTS = """
+import pytest
+
+# psycopg prepares a statement the sixth time it sees it: once per test, from the sixth test on.
+SELECT_ALL = "SELECT * FROM users"
+
+
+@pytest.mark.parametrize("number", range(7))
+def test_01_prepared_by_psycopg_across_tests(pg, number):
+    pg.execute("INSERT INTO users (email) VALUES (%s)", (f"{number}@x",))
+    pg.commit()
+    assert [email for _id, email in pg.execute(SELECT_ALL)] == [f"{number}@x"]
+
+
+def test_02_psycopg_keeps_what_it_prepared(pg):
+    assert pg.execute("SELECT count(*) FROM pg_prepared_statements").fetchone()[0] > 0
+
+
+def test_03_changes_the_table_then_prepares_on_it(pg):
+    pg.execute("ALTER TABLE users ADD COLUMN nickname text")
+    for _ in range(7):
+        assert len(pg.execute(SELECT_ALL).description) == 3
+
+
+def test_04_sees_the_schema_of_the_template(pg):
+    assert len(pg.execute(SELECT_ALL).description) == 2
+
+
+def test_05_a_new_table_the_next_test_makes_again_other_columns(pg):
+    pg.execute("DO $$ BEGIN CREATE TABLE gadgets (id int); END $$")
+    for _ in range(7):
+        assert pg.execute("SELECT * FROM gadgets").fetchall() == []
+
+
+def test_06_the_same_table_other_columns(pg):
+    pg.execute("CREATE TABLE gadgets (name text, weight int)")
+    assert len(pg.execute("SELECT * FROM gadgets").description) == 2
+
+
+def test_07_deallocates_psycopgs_statements_behind_its_back(pg):
+    for _ in range(7):
+        pg.execute(SELECT_ALL)
+    pg.execute("DEALLOCATE ALL")
+    pg.execute("PREPARE mine AS SELECT 1")
+
+
+def test_08_runs_them_again_and_sees_none_of_the_tests_own(pg):
+    for _ in range(7):
+        pg.execute(SELECT_ALL)
+    names = [row[0] for row in pg.execute("SELECT name FROM pg_prepared_statements")]
+    assert "mine" not in names
+
+
+def test_09_a_test_that_rolls_back(pg):
+    pg.execute(SELECT_ALL)
+    pg.rollback()
+    pg.execute(SELECT_ALL)
+
+
+def test_10_after_it(pg):
+    assert pg.execute(SELECT_ALL).fetchall() == []
+"""
+
+
+def test_statements_psycopg_prepared_in_one_test_never_change_what_the_next_one_sees(
+    user_project: pytest.Pytester,
+) -> None:
+    """psycopg's prepared statements are kept from test to test, as on a long-lived connection,
+    but never one prepared on a schema the test changed, nor the test's own, nor a name the
+    server lost."""
+    user_project.makepyfile(PREPARED_STATEMENTS)
+    user_project.runpytest("-p", "no:randomly").assert_outcomes(passed=16)
+
+
 SECOND_CONNECTIONS = '''
 import threading
 

@@ -17,6 +17,15 @@ code under test opens to the same database (from ``pg.info``): that one commits 
 each test looks for one in the same round trip (:data:`OUTSIDE_SESSIONS`), and the database is
 rebuilt as after a raw ``COMMIT``. Tests that need any of that ask for a fresh database instead (the
 ``pg_url`` fixture).
+
+psycopg's own prepared statements (``prepare_threshold``) are kept from test to test, as on any
+long-lived connection, since preparing each statement anew costs more than the rest of a test's
+isolation: statements the test prepared itself (``PREPARE``) are deallocated, and so is everything
+after a test that prepared a statement while it had changed the schema (:data:`CATALOG_WRITES`),
+or left the server's statements and psycopg's apart (a ``DEALLOCATE``). What that cannot see: a
+test that changes a table's columns from inside a function or a ``DO`` block, then runs a
+statement psycopg prepared in an earlier test on that table, fails with ``cached plan must not
+change result type``, as it would on a long-lived connection in production.
 """
 
 from __future__ import annotations
@@ -51,29 +60,51 @@ BEGIN
   END IF;
 END $unmocked$"""
 
-# The same check in plain statements, for the connections unmocked drives itself. A DO block is
-# compiled anew on every call, and listing the initially deferred constraints scans pg_constraint
+
+def _writes(*catalogs: bytes) -> bytes:
+    """How many rows of ``catalogs`` this session inserted, updated or deleted, an expression."""
+    return b" + ".join(
+        b"pg_stat_get_xact_tuples_%s('%s'::regclass)" % (change, catalog)
+        for catalog in catalogs
+        for change in (b"inserted", b"updated", b"deleted")
+    )
+
+
+# The same check in plain statements, for the connections unmocked drives itself, in one round
+# trip: the check, the next unit of work, and pg_constraint's write count. A DO block is compiled
+# anew on every call, and listing the initially deferred constraints scans pg_constraint
 # (hundreds of rows on a real schema): together they cost more than the rest of a test's
 # isolation. So the list is read once per connection and reused while the test has not written to
 # pg_constraint, which this process's statistics counters tell without a scan: they only grow
 # inside a transaction, so a count equal to the one read at the test's start means no change.
-CONSTRAINT_WRITES = (
-    b"SELECT pg_stat_get_xact_tuples_inserted('pg_constraint'::regclass) "
-    b"+ pg_stat_get_xact_tuples_updated('pg_constraint'::regclass) "
-    b"+ pg_stat_get_xact_tuples_deleted('pg_constraint'::regclass)"
+# When there are initially deferred constraints to switch back, a second round trip does it in the
+# outer transaction, between the units of work, where a rollback of the next one cannot undo it.
+CONSTRAINT_WRITES = _writes(b"pg_constraint")
+NEXT_UNIT_OF_WORK = b"RELEASE SAVEPOINT " + UNIT_OF_WORK + b"; SAVEPOINT " + UNIT_OF_WORK
+COMMIT_UNIT_OF_WORK = (
+    b"SET CONSTRAINTS ALL IMMEDIATE; " + NEXT_UNIT_OF_WORK + b"; SELECT " + CONSTRAINT_WRITES
 )
-CHECK_CONSTRAINTS = b"SET CONSTRAINTS ALL IMMEDIATE; " + CONSTRAINT_WRITES
 LIST_DEFERRED = (
     b"SELECT string_agg(format('%I.%I', n.nspname, c.conname), ', ') "
     b"FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace WHERE c.condeferred"
 )
-# Switching the initially deferred constraints back happens in the unit of work that ends, so a
-# rollback of the next one cannot undo it.
-NEXT_UNIT_OF_WORK = b"RELEASE SAVEPOINT " + UNIT_OF_WORK + b"; SAVEPOINT " + UNIT_OF_WORK
 
-# What survives a ROLLBACK in a session and could leak into the next test.
+# Writes to the catalogs a prepared statement's result depends on (relations, their columns,
+# types, functions), counted as CONSTRAINT_WRITES is: a statement psycopg prepared while the test
+# had changed one of them may not fit the schema the next test starts from.
+CATALOG_WRITES = _writes(b"pg_class", b"pg_attribute", b"pg_type", b"pg_proc")
+# The beginning of a test, with both counts to compare with later.
+BEGIN_TEST = (
+    b"BEGIN; SAVEPOINT " + UNIT_OF_WORK + b"; "
+    b"SELECT (" + CONSTRAINT_WRITES + b") || ' ' || (" + CATALOG_WRITES + b")"
+)
+# The server's prepared statements, to compare with psycopg's own at the end of a test.
+PREPARED = b"(SELECT string_agg(name, ' ' ORDER BY name) FROM pg_prepared_statements)"
+
+# What survives a ROLLBACK in a session and could leak into the next test (prepared statements:
+# see the module's docstring).
 RESET_SESSION = (
-    b"DEALLOCATE ALL; SELECT pg_advisory_unlock_all(); DISCARD SEQUENCES; "
+    b"SELECT pg_advisory_unlock_all(); DISCARD SEQUENCES; "
     b"SET SESSION AUTHORIZATION DEFAULT; RESET ALL"
 )
 
@@ -87,7 +118,7 @@ RESET_SESSION = (
 # pg_stat_get_activity, not the pg_stat_activity view: after the script's other statements the
 # view's joins cost half a millisecond. A backend whose type is hidden from the role counts as a
 # client; autovacuum neither counts as a session nor changes those rows.
-SESSIONS = "SELECT pg_stat_get_db_sessions({oid})"
+SESSIONS = "pg_stat_get_db_sessions({oid})"
 OTHER_SESSIONS = """SELECT count(*) FROM pg_stat_get_activity(NULL) a WHERE a.datid = {oid}
    AND coalesce(a.backend_type, 'client backend') = 'client backend' AND a.pid NOT IN ({own})"""
 # Per table, n_mod_since_analyze counts committed inserts, updates and deletes only (and catalogs
@@ -140,6 +171,11 @@ class UnitOfWork(psycopg.BaseConnection[Any]):
     # the schema every test starts from (None until read).
     _constraint_writes: bytes | None = None
     _template_deferred: bytes | None = None
+    # The schema catalogs' write count when the test began (CATALOG_WRITES), how many statements
+    # psycopg had prepared by then, and whether the next test must start without any.
+    _catalog_writes = b""
+    _prepared_before = 0
+    _deallocate_at_begin = False
     # The database's OID, and its session count and committed changes at the last look (see
     # OUTSIDE_SESSIONS); read once per connection, before its first test.
     _database_oid: bytes | None = None
@@ -152,9 +188,14 @@ class UnitOfWork(psycopg.BaseConnection[Any]):
         if self._database_oid is None:
             self._look_at_the_database()
         self._outer_transaction_lost = False
-        self._constraint_writes = self._wait_blocking(
-            self._script(b"BEGIN; SAVEPOINT " + UNIT_OF_WORK + b"; " + CONSTRAINT_WRITES)
-        )
+        begin = BEGIN_TEST
+        if self._deallocate_at_begin:
+            begin = b"DEALLOCATE ALL; " + begin
+            self._forget_prepared()
+        counts = self._wait_blocking(self._script(begin))
+        assert counts is not None
+        self._constraint_writes, self._catalog_writes = counts.split(b" ")
+        self._prepared_before = self._prepared._prepared_idx
 
     def end_test(self, own_pids: Collection[int] = ()) -> None:
         """Roll everything back and clear session state; raise if the test escaped the transaction.
@@ -166,31 +207,58 @@ class UnitOfWork(psycopg.BaseConnection[Any]):
         the caller must then treat the database as dirty.
         """
         lost = self._outer_transaction_ended()
-        end = b"ROLLBACK; " + RESET_SESSION
+        # Statements psycopg prepared during the test are kept only if the schema was the one
+        # the next test starts from (see the module's docstring).
+        prepared_now = self._prepared._prepared_idx != self._prepared_before
+        look = b"SELECT " + PREPARED
         if self._counts_sessions():
-            end += b"; " + self._sql(SESSIONS)
-        sessions = None
+            look += b", " + self._sql(SESSIONS)
+        rows = []
         try:
             if not lost:
                 # Rolling back to the savepoint first proves that the outer transaction is still
                 # the one begun for this test; in the same round trip as the end of the test.
+                check = b"SELECT " + CATALOG_WRITES + b"; " if prepared_now else b""
                 try:
-                    sessions = self._wait_blocking(
-                        self._script(b"ROLLBACK TO SAVEPOINT " + UNIT_OF_WORK + b"; " + end)
+                    rows = self._wait_blocking(
+                        self._rows(
+                            b"ROLLBACK TO SAVEPOINT "
+                            + UNIT_OF_WORK
+                            + b"; "
+                            + check
+                            + b"ROLLBACK; "
+                            + RESET_SESSION
+                            + b"; "
+                            + look
+                        )
                     )
                 except psycopg.errors.InvalidSavepointSpecification:
                     lost = True
             if lost:
-                self._wait_blocking(self._script(end))
+                self._wait_blocking(self._script(b"ROLLBACK; DEALLOCATE ALL; " + RESET_SESSION))
         except psycopg.Error:
             if not lost:
                 raise
-        self._prepared.clear()
         if lost:
+            self._forget_prepared()
             raise OuterTransactionLost()
-        if sessions != self._sessions_seen or not self._counts_sessions():
-            self._sessions_seen = sessions or b""
+        server_prepared, *sessions = rows[-1]
+        kept = b" ".join(sorted(self._prepared._names.values()))
+        self._deallocate_at_begin = (
+            (server_prepared or b"") != kept
+            or bool(self._prepared._to_flush)
+            or (prepared_now and rows[0][0] != self._catalog_writes)
+        )
+        seen = sessions[0] if sessions else None
+        if seen != self._sessions_seen or not self._counts_sessions():
+            self._sessions_seen = seen or b""
             self._look_for_other_sessions(own_pids)
+
+    def _forget_prepared(self) -> None:
+        """Forget psycopg's prepared statements, which the server no longer has (or soon not)."""
+        self._prepared.clear()
+        self._prepared._to_flush.clear()
+        self._deallocate_at_begin = False
 
     def _look_for_other_sessions(self, own_pids: Collection[int]) -> None:
         """Raise :class:`OutsideSession` if another session is connected, or committed changes."""
@@ -245,29 +313,39 @@ class UnitOfWork(psycopg.BaseConnection[Any]):
             # As COMMIT does in a failed transaction: the work is rolled back, no error raised.
             yield from self._on_unit_of_work(b"ROLLBACK TO SAVEPOINT ")
             return
+        writes = yield from self._next_unit_of_work(COMMIT_UNIT_OF_WORK, checks=True)
+        # Initially deferred constraints, which the check switched to IMMEDIATE, are switched
+        # back between the units of work, so that the new one (still empty) starts as a
+        # transaction would; the template's are listed once, the test's own each time.
+        unchanged = writes == self._constraint_writes
+        if unchanged and self._template_deferred is not None:
+            deferred = self._template_deferred
+        else:
+            deferred = (yield from self._script(LIST_DEFERRED)) or b""
+            if unchanged:
+                self._template_deferred = deferred
+        if deferred:
+            yield from self._next_unit_of_work(
+                b"RELEASE SAVEPOINT "
+                + UNIT_OF_WORK
+                + b"; SET CONSTRAINTS "
+                + deferred
+                + b" DEFERRED; SAVEPOINT "
+                + UNIT_OF_WORK
+            )
+
+    def _next_unit_of_work(self, script: bytes, checks: bool = False) -> PQGen[bytes | None]:
+        """End the unit of work and begin the next, with ``script``; when it ``checks`` deferred
+        constraints first, a violation fails it as a failed COMMIT would: nothing is left."""
         try:
-            deferred = yield from self._deferred_constraints()
-        except psycopg.Error:
-            # A failed COMMIT leaves nothing of the transaction behind; neither do we.
-            yield from self._on_unit_of_work(b"ROLLBACK TO SAVEPOINT ")
-            raise
-        restore = b"SET CONSTRAINTS " + deferred + b" DEFERRED; " if deferred else b""
-        try:
-            yield from self._script(restore + NEXT_UNIT_OF_WORK)
+            return (yield from self._script(script))
         except psycopg.errors.InvalidSavepointSpecification:
             self._outer_transaction_lost = True
             raise
-
-    def _deferred_constraints(self) -> PQGen[bytes | None]:
-        """Check the deferred constraints now; return those to switch back to DEFERRED."""
-        writes = yield from self._script(CHECK_CONSTRAINTS)
-        unchanged = writes == self._constraint_writes
-        if unchanged and self._template_deferred is not None:
-            return self._template_deferred or None
-        deferred = yield from self._script(LIST_DEFERRED)
-        if unchanged:
-            self._template_deferred = deferred or b""
-        return deferred
+        except psycopg.Error:
+            if checks and self.pgconn.transaction_status == TransactionStatus.INERROR:
+                yield from self._on_unit_of_work(b"ROLLBACK TO SAVEPOINT ")
+            raise
 
     def _rollback_gen(self) -> PQGen[None]:
         if self._num_transactions or self._tpc:
@@ -295,19 +373,24 @@ class UnitOfWork(psycopg.BaseConnection[Any]):
     def _script(self, script: bytes) -> PQGen[bytes | None]:
         """Send several statements in one round trip (simple query protocol).
 
-        Returns the first value of the last statement's first row, if it returned one. An error
-        stops the script where it happened, as PostgreSQL does, and is raised.
+        Returns the first value of the last row the statements returned (each statement's first
+        row), if any did. An error stops the script where it happened, as PostgreSQL does, and is
+        raised.
         """
+        rows = yield from self._rows(script)
+        return rows[-1][0] if rows else None
+
+    def _rows(self, script: bytes) -> PQGen[list[tuple[bytes | None, ...]]]:
+        """As :meth:`_script`; the first row of each statement that returned rows, in order."""
         self.pgconn.send_query(script)
         results = yield from generators.execute(self.pgconn)
+        rows = []
         for result in results:
             if result.status == ExecStatus.FATAL_ERROR:
                 raise psycopg.errors.error_from_result(result, encoding=self.pgconn._encoding)
-        last = results[-1] if results else None
-        if last is None or last.status != ExecStatus.TUPLES_OK or not last.ntuples:
-            return None
-        value: bytes | None = last.get_value(0, 0)
-        return value
+            if result.status == ExecStatus.TUPLES_OK and result.ntuples:
+                rows.append(tuple(result.get_value(0, i) for i in range(result.nfields)))
+        return rows
 
     def _wait_blocking(self, gen: PQGen[T]) -> T:
         # With no interval, psycopg 3.3 polls the socket without sleeping (timeout 0): the test's

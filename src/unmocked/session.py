@@ -455,12 +455,12 @@ class UnmockedSession(Closeable):
         yield
 
     def _rollback_connection(self, kind: type[C]) -> C:
-        url = self.as_tests_role(self.rollback_database_url())
         conn = self._rollback_connections.get(kind)
         if isinstance(conn, kind) and not conn.broken and not ownership.session_ended(conn.pgconn):
             return conn
         if conn is not None:
             conn.disconnect()  # a test (or a restart of the server) ended its session
+        url = self.as_tests_role(self.rollback_database_url())
         try:
             conn = self.budget.connecting(
                 lambda: kind.open(url), "the rollback connection", self.admin

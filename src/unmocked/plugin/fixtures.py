@@ -31,6 +31,16 @@ if TYPE_CHECKING:
 
 REPORTS_KEY = pytest.StashKey[list[pytest.TestReport]]()
 
+# The id of the test being set up, which ``pg`` names in what it says (warnings, failures). A
+# fixture that asks for pytest's ``request`` costs every test more than this hook does: pytest
+# makes the definition of ``request`` anew each time a fixture asks for it.
+_setting_up = [""]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    _setting_up[0] = item.nodeid
+
 
 @pytest.fixture(scope="session")
 def unmocked_session(pytestconfig: pytest.Config) -> UnmockedSession:
@@ -46,16 +56,14 @@ def pg_server(unmocked_session: UnmockedSession) -> Server:
 
 
 @pytest.fixture
-def pg(
-    unmocked_session: UnmockedSession, request: pytest.FixtureRequest
-) -> Iterator[RollbackConnection]:
+def pg(unmocked_session: UnmockedSession) -> Iterator[RollbackConnection]:
     """A psycopg connection to a migrated database; everything the test does is rolled back.
 
     ``commit()``, ``rollback()`` and ``with conn.transaction():`` behave as in production, and
     ``commit()`` checks deferred constraints. Not kept: ``now()`` is frozen at the test's start and
     sequences do not roll back; use ``pg_url`` for tests that need real commits.
     """
-    with reported_as_failures(), unmocked_session.rolled_back(request.node.nodeid) as conn:
+    with reported_as_failures(), unmocked_session.rolled_back(_setting_up[0]) as conn:
         yield conn
 
 
