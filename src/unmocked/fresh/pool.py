@@ -16,11 +16,13 @@ databases are cloned from a copy of the template that carries the reset machiner
 4. one function call inside it puts back the written tables' rows, the sequences and the large
    objects, or says why it cannot (the schema changed), and then it is dropped and cloned anew.
 
-Steps 1-3 happen as the test ends, so its URL is dead at once; step 4 runs on the server while
-the next test runs on another database. Each database's :class:`Stage` says where it is in that
-life. Objects and settings of the whole server (roles, databases, tablespaces, replication slots;
-``ALTER SYSTEM``, role and database settings) cannot be put back inside one database:
-:meth:`FreshPool.release` returns those that appeared during the test, for the caller to name.
+Steps 1-3 happen as the test ends, in one round trip with the look for the sessions the test
+left (:mod:`unmocked.checks.leaks`), so its URL is dead at once; step 4 runs on the server while
+the next test runs on another database, on a session a thread opens meanwhile. Each database's
+:class:`Stage` says where it is in that life. Objects and settings of the whole server (roles,
+databases, tablespaces, replication slots; ``ALTER SYSTEM``, role and database settings) cannot
+be put back inside one database: :meth:`FreshPool.release` returns those that appeared during the
+test, for the caller to name.
 
 A role that is no superuser (a managed service's, on a server given by URL) gets machinery of its
 own that needs no event triggers and no ``session_replication_role`` (see
@@ -39,6 +41,7 @@ import psycopg
 from psycopg import sql
 
 from unmocked import cluster_objects, ownership, templates
+from unmocked.checks import leaks
 from unmocked.errors import DatabaseError, UnmockedError
 from unmocked.fresh import reset
 from unmocked.fresh.reset import ResetInside
@@ -62,31 +65,43 @@ SESSION_END_SECONDS = 5
 _ROW_STATE = """(datdba, datistemplate, datallowconn, datconnlimit, datacl, dattablespace,
                  shobj_description(oid, 'pg_database'))::text"""
 
-# Steps 1-3 in one round trip (the ``why`` it raises says what stopped it).
-_END_SESSIONS_AND_RENAME = """
+_RELEASE_SETTING = "unmocked.released"
+"""The admin session's setting where steps 1-3 leave how they went: ``renamed``, else what
+stopped them (``sessions stay``, ``changed``, ``settings``)."""
+
+# Steps 1-3 in one statement; how they went is left in _RELEASE_SETTING, not raised, so that the
+# round trip's look for leaks (see unmocked.checks.leaks), committed with it, is read either way.
+_END_SESSIONS_AND_RENAME = f"""
 DECLARE
-  deadline timestamptz := clock_timestamp() + make_interval(secs => {seconds});
+  deadline timestamptz := clock_timestamp() + make_interval(secs => {{seconds}});
+  outcome text := 'renamed';
 BEGIN
   PERFORM pg_terminate_backend(pid) FROM pg_stat_activity
-   WHERE datid = {oid} AND pid <> pg_backend_pid();
+   WHERE datid = {{oid}} AND pid <> pg_backend_pid();
   LOOP
     PERFORM pg_stat_clear_snapshot();  -- else pg_stat_activity stays as this transaction saw it
-    EXIT WHEN NOT EXISTS (SELECT FROM pg_stat_activity WHERE datid = {oid});
+    EXIT WHEN NOT EXISTS (SELECT FROM pg_stat_activity WHERE datid = {{oid}});
     IF clock_timestamp() > deadline THEN
-      RAISE EXCEPTION 'unmocked: sessions stay';
+      outcome := 'sessions stay';
+      EXIT;
     END IF;
     PERFORM pg_sleep(0.0005);
   END LOOP;
-  IF NOT EXISTS (SELECT FROM pg_database
-                  WHERE oid = {oid} AND datname = {name} AND {row_state} = {state}) THEN
-    RAISE EXCEPTION 'unmocked: changed';
-  ELSIF EXISTS (SELECT FROM pg_db_role_setting WHERE setdatabase = {oid})
-     OR EXISTS (SELECT FROM pg_prepared_xacts WHERE database = {name}) THEN
-    RAISE EXCEPTION 'unmocked: settings';
+  IF outcome <> 'renamed' THEN
+    NULL;
+  ELSIF NOT EXISTS (SELECT FROM pg_database
+                     WHERE oid = {{oid}} AND datname = {{name}} AND {{row_state}} = {{state}}) THEN
+    outcome := 'changed';
+  ELSIF EXISTS (SELECT FROM pg_db_role_setting WHERE setdatabase = {{oid}})
+     OR EXISTS (SELECT FROM pg_prepared_xacts WHERE database = {{name}}) THEN
+    outcome := 'settings';
+  ELSE
+    EXECUTE format('ALTER DATABASE %I RENAME TO %I', {{name}}, {{new_name}});
   END IF;
-  EXECUTE format('ALTER DATABASE %I RENAME TO %I', {name}, {new_name});
+  PERFORM set_config('{_RELEASE_SETTING}', outcome, false);
 END
 """
+_READ_OUTCOME = sql.SQL(f"SELECT current_setting('{_RELEASE_SETTING}')")
 
 
 class Stage(enum.Enum):
@@ -116,6 +131,16 @@ class FreshDatabase:
     """How often it was put back to the template's state; 0 for the test it was cloned for."""
     resetting: ResetInside | None = None
     """Its reset, under way while :attr:`stage` is RESETTING."""
+
+
+@dataclass(frozen=True)
+class Released:
+    """What :meth:`FreshPool.release` found on the server as a test ended."""
+
+    appeared: cluster_objects.Snapshot
+    """Roles, databases, settings... that appeared on the server while the test ran."""
+    left: list[leaks.LeftSession]
+    """The sessions the test left connected to its database (when looked for)."""
 
 
 class FreshPool:
@@ -189,18 +214,24 @@ class FreshPool:
             self._learn_whether_the_schema_allows_reset(database)
         return database
 
-    def release(self, database: FreshDatabase) -> cluster_objects.Snapshot:
+    def release(self, database: FreshDatabase, look_for_leaks: bool = False) -> Released:
         """Start putting ``database`` back to the template's state for a later test, or drop it.
 
-        Returns the roles, databases, settings... that appeared on the server since
-        :meth:`acquire`.
+        Says the roles, databases, settings... that appeared on the server since
+        :meth:`acquire`, and with ``look_for_leaks`` the sessions the test left connected to it
+        (see :mod:`unmocked.checks.leaks`; they are ended either way).
         """
         self._advance_resets(wait=False)
         appeared = self._cluster_objects_appeared()
-        if self.reset_unavailable is None and self._start_reset(database):
-            return appeared
+        left: list[leaks.LeftSession] | None = None
+        if self.reset_unavailable is None:
+            renamed, left = self._start_reset(database, look_for_leaks)
+            if renamed:
+                return Released(appeared, left or [])
+        if look_for_leaks and left is None:
+            left = leaks.sessions_left(self.admin, database.oid)
         self._drop(database)
-        return appeared
+        return Released(appeared, left or [])
 
     def keep(
         self, database: FreshDatabase, test_name: str
@@ -213,7 +244,7 @@ class FreshPool:
         it was released), and what :meth:`release` would.
         """
         if self._kept >= KEEP_AT_MOST:
-            return None, self.release(database)
+            return None, self.release(database).appeared
         self._kept += 1
         self._leave(database, Stage.KEPT)
         appeared = self._cluster_objects_appeared()
@@ -348,23 +379,35 @@ class FreshPool:
         self._databases.append(database)
         return database
 
-    def _start_reset(self, database: FreshDatabase) -> bool:
+    def _start_reset(
+        self, database: FreshDatabase, look_for_leaks: bool
+    ) -> tuple[bool, list[leaks.LeftSession] | None]:
         """Steps 1-3 now, so that the test's URL is dead once it ended; step 4 started.
 
-        False when the database must be dropped instead.
+        False when the database must be dropped instead; and, with ``look_for_leaks``, the
+        sessions the test left, looked for in the same round trip (None when not looked for).
         """
         if not self.room_for_a_session(self.admin):
-            return False
+            return False, None
         new_name = self._new_name()
+        left: list[leaks.LeftSession] | None = None
         for attempt in range(2):
+            statements = [_end_sessions_and_rename(self.admin, database, new_name), _READ_OUTCOME]
+            looks = look_for_leaks and left is None
+            if looks:
+                statements = [leaks.look(database.oid), *statements, leaks.READ]
             try:
-                self.admin.execute(_end_sessions_and_rename(self.admin, database, new_name))
+                selected = _selected(self.admin.execute(sql.SQL("; ").join(statements)))
+            except psycopg.Error:
+                return False, left  # it ended no session, or the test dropped the database
+            if looks:
+                left = leaks.found(selected[1])
+            if selected[0] == "renamed":
                 break
-            except psycopg.Error as error:
-                if error.diag.message_primary != "unmocked: settings" or attempt:
-                    return False  # dropped, renamed or altered by the test: clone anew
-                ownership.roll_back_prepared(self.admin, database.name)
-                _reset_settings(self.admin, database)
+            if selected[0] != "settings" or attempt:
+                return False, left  # dropped, renamed or altered by the test: clone anew
+            ownership.roll_back_prepared(self.admin, database.name)
+            _reset_settings(self.admin, database)
         database.name = new_name
         database.stage = Stage.RESETTING
         database.resetting = ResetInside(
@@ -375,7 +418,7 @@ class FreshPool:
         self._databases.remove(database)  # resets are advanced in the order they began
         self._databases.append(database)
         self._advance_resets(wait=False)
-        return True
+        return True, left
 
     def _advance_resets(self, wait: bool, count: int | None = None) -> None:
         """Advance the resets under way, oldest first (``count`` of them to their end with
@@ -473,6 +516,17 @@ def _end_sessions_and_rename(
         state=database.row_state,
     )
     return sql.SQL("DO {}").format(sql.Literal(body.as_string(admin)))
+
+
+def _selected(cursor: psycopg.Cursor[tuple[object, ...]]) -> list[str | None]:
+    """The first value of each SELECT among the statements ``cursor`` ran, in order."""
+    values: list[str | None] = []
+    while True:
+        if cursor.description is not None:
+            row = cursor.fetchone()
+            values.append(None if row is None or row[0] is None else str(row[0]))
+        if not cursor.nextset():
+            return values
 
 
 def _reset_settings(admin: AdminConnection, database: FreshDatabase) -> None:
