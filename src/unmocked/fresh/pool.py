@@ -131,6 +131,9 @@ class FreshDatabase:
     """How often it was put back to the template's state; 0 for the test it was cloned for."""
     resetting: ResetInside | None = None
     """Its reset, under way while :attr:`stage` is RESETTING."""
+    seen_alone: bool = False
+    """READY, and no session was connected to it when last looked (the session that reset it is
+    gone): handed out without a look of its own."""
 
 
 @dataclass(frozen=True)
@@ -204,10 +207,13 @@ class FreshPool:
             self._cluster_objects = cluster_objects.snapshot(self.admin)
         ready = self._in(Stage.READY)
         if ready:
-            database = ready[-1]
-            # The session that reset it may still be on its way out; the test must not meet it.
-            ownership.wait_for_sessions_to_end(self.admin, database.name)
+            # The oldest: the session that reset it had the longest time to go.
+            database = next((db for db in ready if db.seen_alone), ready[0])
+            if not database.seen_alone:
+                # That session may still be on its way out; the test must not meet it.
+                ownership.wait_for_sessions_to_end(self.admin, database.name)
             database.stage = Stage.IN_USE
+            database.seen_alone = False
             return database
         database = self._clone()
         if len(self._databases) == 1 and self.reset_unavailable is None:
@@ -391,17 +397,22 @@ class FreshPool:
             return False, None
         new_name = self._new_name()
         left: list[leaks.LeftSession] | None = None
+        unseen = [db.oid for db in self._in(Stage.READY) if not db.seen_alone]
         for attempt in range(2):
             statements = [_end_sessions_and_rename(self.admin, database, new_name), _READ_OUTCOME]
             looks = look_for_leaks and left is None
             if looks:
                 statements = [leaks.look(database.oid), *statements, leaks.READ]
+            if unseen and not attempt:
+                statements.append(_with_sessions(unseen))
             try:
                 selected = _selected(self.admin.execute(sql.SQL("; ").join(statements)))
             except psycopg.Error:
                 return False, left  # it ended no session, or the test dropped the database
             if looks:
                 left = leaks.found(selected[1])
+            if unseen and not attempt:
+                self._note_seen_alone(selected[-1])
             if selected[0] == "renamed":
                 break
             if selected[0] != "settings" or attempt:
@@ -419,6 +430,12 @@ class FreshPool:
         self._databases.append(database)
         self._advance_resets(wait=False)
         return True, left
+
+    def _note_seen_alone(self, with_sessions: str | None) -> None:
+        """Mark the READY databases :func:`_with_sessions` did not name as seen alone."""
+        crowded = {int(oid) for oid in (with_sessions or "").split(",") if oid}
+        for database in self._in(Stage.READY):
+            database.seen_alone = database.seen_alone or database.oid not in crowded
 
     def _advance_resets(self, wait: bool, count: int | None = None) -> None:
         """Advance the resets under way, oldest first (``count`` of them to their end with
@@ -516,6 +533,14 @@ def _end_sessions_and_rename(
         state=database.row_state,
     )
     return sql.SQL("DO {}").format(sql.Literal(body.as_string(admin)))
+
+
+def _with_sessions(oids: list[int]) -> sql.Composed:
+    """The SELECT naming, comma-separated, those of the databases ``oids`` a session is on."""
+    return sql.SQL(
+        "SELECT string_agg(DISTINCT datid::text, ',') FROM pg_stat_activity "
+        "WHERE datid = ANY({}::oid[])"
+    ).format(sql.Literal(oids))
 
 
 def _selected(cursor: psycopg.Cursor[tuple[object, ...]]) -> list[str | None]:
