@@ -240,6 +240,7 @@ class UnmockedSession(Closeable):
                 lambda: ownership.run_database_name(self.run_id, "fresh", next(self._names)),
                 self._clone_strategy,
                 room_for_a_session=self.budget.has_room,
+                room_to_spare=self.budget.room_to_spare,
             )
         return self._fresh_pool
 

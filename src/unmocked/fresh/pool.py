@@ -164,13 +164,16 @@ class FreshPool:
         clone_strategy: str | None,
         source: str | None = None,
         room_for_a_session: Callable[[AdminConnection], bool] = lambda admin: True,
+        room_to_spare: Callable[[], bool] = lambda: True,
     ) -> None:
         """``source``: a database of the run to clone from as it is (carrying the reset machinery
         whenever reset is available), instead of the template plus the machinery; the pool drops
         it when it closes. See :meth:`like`. ``room_for_a_session``: whether the run may open
         the session a reset runs in (see :mod:`unmocked.connection_budget`); when not, the
-        database is dropped instead."""
+        database is dropped instead. ``room_to_spare``: whether that session may still be
+        open when the next test connects; when not, the reset is waited for."""
         self.room_for_a_session = room_for_a_session
+        self.room_to_spare = room_to_spare
         self.admin = admin
         self.admin_url = admin_url
         self.run_id = run_id
@@ -357,6 +360,7 @@ class FreshPool:
             self._clone_strategy,
             source=new_name,
             room_for_a_session=self.room_for_a_session,
+            room_to_spare=self.room_to_spare,
         )
         pool.reset_unavailable = self.reset_unavailable
         pool.expected_databases = self.expected_databases
@@ -428,7 +432,9 @@ class FreshPool:
         )
         self._databases.remove(database)  # resets are advanced in the order they began
         self._databases.append(database)
-        self._advance_resets(wait=False)
+        # Near the run's connection limit, no reset's session may stay beside the next test's
+        # connection, which the run's look could not count yet.
+        self._advance_resets(wait=not self.room_to_spare())
         return True, left
 
     def _note_seen_alone(self, with_sessions: str | None) -> None:
