@@ -71,3 +71,45 @@ def test_fresh_database_url_is_dead_once_the_test_ended(user_project: pytest.Pyt
         """
     )
     user_project.runpytest("-p", "no:randomly").assert_outcomes(passed=2)
+
+
+def test_a_busy_test_does_not_hold_up_drop_database_by_the_reset_it_follows(
+    user_project: pytest.Pytester,
+) -> None:
+    """The reset of the test before opens its session while the next test runs; a handshake left
+    half-done would keep every DROP DATABASE on the server waiting (up to authentication_timeout)
+    for as long as that test keeps the interpreter busy. Another process drops a database while
+    this test spins in Python from the first moment on: a stuck handshake would hold the drop
+    until the server's authentication_timeout (60 s by default) ended the half-open session; a
+    busy shared server takes seconds at most."""
+    user_project.makepyfile(
+        """
+        import subprocess, sys
+        import psycopg
+
+        DROPS = '''
+        import sys, time, psycopg
+        from psycopg.conninfo import make_conninfo
+        admin = psycopg.connect(sys.argv[1], autocommit=True)
+        admin.execute("CREATE DATABASE busy_test_scratch")
+        started = time.monotonic()
+        admin.execute("DROP DATABASE busy_test_scratch")
+        print(time.monotonic() - started)
+        '''
+
+        def test_a_writes(pg_url):
+            with psycopg.connect(pg_url, autocommit=True) as conn:
+                conn.execute("INSERT INTO users (email) VALUES ('a@example.com')")
+
+        def test_b_spins_while_another_process_drops_a_database(pg_server):
+            dropping = subprocess.Popen(
+                [sys.executable, "-c", DROPS.replace("\\n        ", "\\n"), pg_server.url],
+                stdout=subprocess.PIPE, text=True,
+            )
+            while dropping.poll() is None:
+                sum(range(20000))  # holds the interpreter lock but for its forced switches
+            assert dropping.returncode == 0
+            assert float(dropping.stdout.read()) < 30
+        """
+    )
+    user_project.runpytest("-p", "no:randomly").assert_outcomes(passed=2)

@@ -185,12 +185,17 @@ class ConnectionBudget:
     def has_room(self, conn: AdminConnection) -> bool:
         """Whether the run may open one more connection now; no round trip while a reading less
         than :data:`_TRUSTED_FOR` seconds old left more than :data:`_SPARE` connections free."""
-        if time.monotonic() < self._trusted_until:
+        if self.room_to_spare():
             return True
         room, _why = self._room(conn)
         if room > _SPARE:
             self._trusted_until = time.monotonic() + _TRUSTED_FOR
         return room > 0
+
+    def room_to_spare(self) -> bool:
+        """Whether the last reading stands (see :meth:`has_room`): a session the run keeps open
+        in the background meanwhile still leaves room for the next connection."""
+        return time.monotonic() < self._trusted_until
 
     def connecting(
         self, connect: Callable[[], T], what: str, conn: AdminConnection | None = None

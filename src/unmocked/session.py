@@ -258,6 +258,7 @@ class UnmockedSession(Closeable):
                 lambda: ownership.run_database_name(self.run_id, "fresh", next(self._names)),
                 self._clone_strategy,
                 room_for_a_session=self.budget.has_room,
+                room_to_spare=self.budget.room_to_spare,
             )
         return self._fresh_pool
 
@@ -324,11 +325,12 @@ class UnmockedSession(Closeable):
             yield self.as_tests_role(with_database(self.server.url, database.name))
         finally:
             left: list[leaks.LeftSession] = []
+            look_for_leaks = report_leaks and self.settings.leaks != "off"
             with self._death.guard(test_name), self.tally.database_time():
                 self._reopen_lost_sessions()  # the test may have ended them
-                if report_leaks and self.settings.leaks != "off":
-                    left = leaks.sessions_left(self.admin, database.oid)
                 if keep_if():
+                    if look_for_leaks:
+                        left = leaks.sessions_left(self.admin, database.oid)
                     leaks.end(self.admin, left)  # a released database's go with the others
                     kept, appeared = fresh.keep(database, test_name)
                     if kept is None:
@@ -337,7 +339,8 @@ class UnmockedSession(Closeable):
                         self.tally.kept[kept] = test_name
                 else:
                     with self.tally.phases.measure("release"):
-                        appeared = fresh.release(database)
+                        released = fresh.release(database, look_for_leaks)
+                    appeared, left = released.appeared, released.left
             self._warn_of_cluster_objects(appeared, test_name)
             self._ended_sessions.tell(test_name)
             if left:  # last: under -W error the warning raises, and the database is done by then

@@ -5,13 +5,15 @@ test and then exhausts ``max_connections``, or holds its locks while idle in a t
 longer suite or in production. The pool ends every session of a released database anyway (see
 :mod:`unmocked.fresh.pool`), so the next test starts clean; this module says which there were:
 
-1. :func:`sessions_left` reads ``pg_stat_activity`` for the database's OID in one small query,
-   leaving out unmocked's own sessions (named
-   by :mod:`unmocked.session_names`, such as the ``queries`` fixture's
-   explaining connection) and the admin session itself;
+1. :func:`look` is a ``DO`` statement that reads ``pg_stat_activity`` for the database's OID,
+   leaving out unmocked's own sessions (named by :mod:`unmocked.session_names`, such as the
+   ``queries`` fixture's explaining connection) and the admin session itself;
 2. a session its client closed a moment ago stays listed until its backend has exited (a few
-   milliseconds): what the first look finds is looked at again, for up to
-   :data:`CLOSING_SECONDS`, and only what stays is reported. A clean test pays the one query;
+   milliseconds): what the first look finds is looked at again on the server, every half
+   millisecond for up to :data:`CLOSING_SECONDS`, and only what stays is kept, in the admin
+   session's setting :data:`LEFT_SETTING`. The pool sends it in the same round trip as the
+   release (:func:`found` reads the setting); :func:`sessions_left` is it alone. A clean test
+   pays one look;
 3. :func:`end` ends the sessions left on a database kept for a failed test (a released database's
    go with it);
 4. :func:`report` says them in one paragraph (:func:`described`): the warning of
@@ -20,10 +22,12 @@ longer suite or in production. The pool ends every session of a released databas
 
 from __future__ import annotations
 
-import time
+import json
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+from psycopg import sql
 
 from unmocked.checks.shapes import shape
 from unmocked.errors import LeakError, UnmockedWarning
@@ -38,15 +42,36 @@ CLOSING_SECONDS = 0.1
 # Characters of the last statement shown per connection.
 STATEMENT_CHARS = 60
 
-# Client backends only: autovacuum and parallel workers also connect to the database.
-_SESSIONS_LEFT = f"""
-SELECT pid, application_name, coalesce(state, ''),
-       extract(epoch FROM clock_timestamp() - coalesce(state_change, backend_start))::float8,
-       coalesce(query, '')
-  FROM pg_stat_activity
- WHERE datid = %s AND pid <> pg_backend_pid() AND backend_type = 'client backend'
-   AND NOT coalesce({IS_OWN_SESSION}, false)
- ORDER BY backend_start, pid
+LEFT_SETTING = "unmocked.sessions_left"
+"""The admin session's setting where :func:`look` leaves what it found, as a JSON array."""
+
+READ = sql.SQL(f"SELECT current_setting('{LEFT_SETTING}')")
+"""What :func:`look` found, in the round trip after it: :func:`found` reads its one value."""
+
+# Client backends only: autovacuum and parallel workers also connect to the database. Each
+# session as [pid, application_name, state, seconds in that state, last statement], oldest first.
+_LOOK = f"""
+DECLARE
+  found jsonb;
+  closing timestamptz := clock_timestamp() + make_interval(secs => {{seconds}});
+BEGIN
+  SELECT coalesce(jsonb_agg(jsonb_build_array(
+           pid, application_name, coalesce(state, ''),
+           extract(epoch FROM clock_timestamp() - coalesce(state_change, backend_start))::float8,
+           coalesce(query, '')) ORDER BY backend_start, pid), '[]')
+    INTO found
+    FROM pg_stat_activity
+   WHERE datid = {{oid}} AND pid <> pg_backend_pid() AND backend_type = 'client backend'
+     AND NOT coalesce({IS_OWN_SESSION}, false);
+  WHILE found <> '[]' AND clock_timestamp() < closing LOOP
+    PERFORM pg_sleep(0.0005);
+    PERFORM pg_stat_clear_snapshot();  -- else pg_stat_activity stays as this transaction saw it
+    SELECT coalesce(jsonb_agg(session ORDER BY place), '[]') INTO found
+      FROM jsonb_array_elements(found) WITH ORDINALITY AS seen (session, place)
+     WHERE (session ->> 0)::int IN (SELECT pid FROM pg_stat_activity WHERE datid = {{oid}});
+  END LOOP;
+  PERFORM set_config('{LEFT_SETTING}', found::text, false);
+END
 """
 
 
@@ -65,18 +90,29 @@ class LeftSession:
     """Its last statement (the one running, when ``active``), as the server shows it."""
 
 
+def look(oid: int) -> sql.Composed:
+    """The ``DO`` statement that finds the sessions of the code under test still connected to the
+    database ``oid`` and waits for those on their way out (at most :data:`CLOSING_SECONDS`),
+    leaving what stays in :data:`LEFT_SETTING` for :func:`found`."""
+    body = _LOOK.format(seconds=CLOSING_SECONDS, oid=oid)
+    return sql.SQL("DO {}").format(sql.Literal(body))
+
+
+def found(setting: str | None) -> list[LeftSession]:
+    """The sessions :func:`look` left in :data:`LEFT_SETTING` (its value: ``setting``)."""
+    return [
+        LeftSession(int(pid), str(name or ""), str(state), float(seconds), str(statement))
+        for pid, name, state, seconds, statement in json.loads(setting or "[]")
+    ]
+
+
 def sessions_left(admin: AdminConnection, oid: int) -> list[LeftSession]:
     """The sessions of the code under test still connected to the database ``oid``, oldest
     first; those on their way out are waited for (at most :data:`CLOSING_SECONDS`)."""
-    found = _look(admin, oid)  # as the test left them: their states and ages are these
-    staying = {session.pid for session in found}
-    deadline = time.monotonic() + CLOSING_SECONDS
-    pause = 0.001
-    while staying and time.monotonic() < deadline:
-        time.sleep(pause)
-        pause = min(pause * 2, 0.02)
-        staying &= {session.pid for session in _look(admin, oid)}
-    return [session for session in found if session.pid in staying]
+    cursor = admin.execute(sql.SQL("{}; {}").format(look(oid), READ))
+    cursor.nextset()
+    row = cursor.fetchone()
+    return found(str(row[0]) if row else None)
 
 
 def end(admin: AdminConnection, sessions: Sequence[LeftSession]) -> None:
@@ -117,14 +153,6 @@ def described(sessions: Sequence[LeftSession], test_name: str) -> str:
         "(engine.dispose()), and close a pool the app keeps for its lifetime at the end of the "
         "test or give it NullPool in tests (see unmocked_leaks)."
     )
-
-
-def _look(admin: AdminConnection, oid: int) -> list[LeftSession]:
-    rows = admin.execute(_SESSIONS_LEFT, (oid,)).fetchall()
-    return [
-        LeftSession(int(str(pid)), str(name or ""), str(state), float(str(seconds)), str(statement))
-        for pid, name, state, seconds, statement in rows
-    ]
 
 
 def _shortened(statement: str) -> str:

@@ -16,11 +16,13 @@ databases are cloned from a copy of the template that carries the reset machiner
 4. one function call inside it puts back the written tables' rows, the sequences and the large
    objects, or says why it cannot (the schema changed), and then it is dropped and cloned anew.
 
-Steps 1-3 happen as the test ends, so its URL is dead at once; step 4 runs on the server while
-the next test runs on another database. Each database's :class:`Stage` says where it is in that
-life. Objects and settings of the whole server (roles, databases, tablespaces, replication slots;
-``ALTER SYSTEM``, role and database settings) cannot be put back inside one database:
-:meth:`FreshPool.release` returns those that appeared during the test, for the caller to name.
+Steps 1-3 happen as the test ends, in one round trip with the look for the sessions the test
+left (:mod:`unmocked.checks.leaks`), so its URL is dead at once; step 4 runs on the server while
+the next test runs on another database, on a session a thread opens meanwhile. Each database's
+:class:`Stage` says where it is in that life. Objects and settings of the whole server (roles,
+databases, tablespaces, replication slots; ``ALTER SYSTEM``, role and database settings) cannot
+be put back inside one database: :meth:`FreshPool.release` returns those that appeared during the
+test, for the caller to name.
 
 A role that is no superuser (a managed service's, on a server given by URL) gets machinery of its
 own that needs no event triggers and no ``session_replication_role`` (see
@@ -39,6 +41,7 @@ import psycopg
 from psycopg import sql
 
 from unmocked import cluster_objects, ownership, templates
+from unmocked.checks import leaks
 from unmocked.errors import DatabaseError, UnmockedError
 from unmocked.fresh import reset
 from unmocked.fresh.reset import ResetInside
@@ -62,31 +65,43 @@ SESSION_END_SECONDS = 5
 _ROW_STATE = """(datdba, datistemplate, datallowconn, datconnlimit, datacl, dattablespace,
                  shobj_description(oid, 'pg_database'))::text"""
 
-# Steps 1-3 in one round trip (the ``why`` it raises says what stopped it).
-_END_SESSIONS_AND_RENAME = """
+_RELEASE_SETTING = "unmocked.released"
+"""The admin session's setting where steps 1-3 leave how they went: ``renamed``, else what
+stopped them (``sessions stay``, ``changed``, ``settings``)."""
+
+# Steps 1-3 in one statement; how they went is left in _RELEASE_SETTING, not raised, so that the
+# round trip's look for leaks (see unmocked.checks.leaks), committed with it, is read either way.
+_END_SESSIONS_AND_RENAME = f"""
 DECLARE
-  deadline timestamptz := clock_timestamp() + make_interval(secs => {seconds});
+  deadline timestamptz := clock_timestamp() + make_interval(secs => {{seconds}});
+  outcome text := 'renamed';
 BEGIN
   PERFORM pg_terminate_backend(pid) FROM pg_stat_activity
-   WHERE datid = {oid} AND pid <> pg_backend_pid();
+   WHERE datid = {{oid}} AND pid <> pg_backend_pid();
   LOOP
     PERFORM pg_stat_clear_snapshot();  -- else pg_stat_activity stays as this transaction saw it
-    EXIT WHEN NOT EXISTS (SELECT FROM pg_stat_activity WHERE datid = {oid});
+    EXIT WHEN NOT EXISTS (SELECT FROM pg_stat_activity WHERE datid = {{oid}});
     IF clock_timestamp() > deadline THEN
-      RAISE EXCEPTION 'unmocked: sessions stay';
+      outcome := 'sessions stay';
+      EXIT;
     END IF;
     PERFORM pg_sleep(0.0005);
   END LOOP;
-  IF NOT EXISTS (SELECT FROM pg_database
-                  WHERE oid = {oid} AND datname = {name} AND {row_state} = {state}) THEN
-    RAISE EXCEPTION 'unmocked: changed';
-  ELSIF EXISTS (SELECT FROM pg_db_role_setting WHERE setdatabase = {oid})
-     OR EXISTS (SELECT FROM pg_prepared_xacts WHERE database = {name}) THEN
-    RAISE EXCEPTION 'unmocked: settings';
+  IF outcome <> 'renamed' THEN
+    NULL;
+  ELSIF NOT EXISTS (SELECT FROM pg_database
+                     WHERE oid = {{oid}} AND datname = {{name}} AND {{row_state}} = {{state}}) THEN
+    outcome := 'changed';
+  ELSIF EXISTS (SELECT FROM pg_db_role_setting WHERE setdatabase = {{oid}})
+     OR EXISTS (SELECT FROM pg_prepared_xacts WHERE database = {{name}}) THEN
+    outcome := 'settings';
+  ELSE
+    EXECUTE format('ALTER DATABASE %I RENAME TO %I', {{name}}, {{new_name}});
   END IF;
-  EXECUTE format('ALTER DATABASE %I RENAME TO %I', {name}, {new_name});
+  PERFORM set_config('{_RELEASE_SETTING}', outcome, false);
 END
 """
+_READ_OUTCOME = sql.SQL(f"SELECT current_setting('{_RELEASE_SETTING}')")
 
 
 class Stage(enum.Enum):
@@ -116,6 +131,19 @@ class FreshDatabase:
     """How often it was put back to the template's state; 0 for the test it was cloned for."""
     resetting: ResetInside | None = None
     """Its reset, under way while :attr:`stage` is RESETTING."""
+    seen_alone: bool = False
+    """READY, and no session was connected to it when last looked (the session that reset it is
+    gone): handed out without a look of its own."""
+
+
+@dataclass(frozen=True)
+class Released:
+    """What :meth:`FreshPool.release` found on the server as a test ended."""
+
+    appeared: cluster_objects.Snapshot
+    """Roles, databases, settings... that appeared on the server while the test ran."""
+    left: list[leaks.LeftSession]
+    """The sessions the test left connected to its database (when looked for)."""
 
 
 class FreshPool:
@@ -136,13 +164,16 @@ class FreshPool:
         clone_strategy: str | None,
         source: str | None = None,
         room_for_a_session: Callable[[AdminConnection], bool] = lambda admin: True,
+        room_to_spare: Callable[[], bool] = lambda: True,
     ) -> None:
         """``source``: a database of the run to clone from as it is (carrying the reset machinery
         whenever reset is available), instead of the template plus the machinery; the pool drops
         it when it closes. See :meth:`like`. ``room_for_a_session``: whether the run may open
         the session a reset runs in (see :mod:`unmocked.connection_budget`); when not, the
-        database is dropped instead."""
+        database is dropped instead. ``room_to_spare``: whether that session may still be
+        open when the next test connects; when not, the reset is waited for."""
         self.room_for_a_session = room_for_a_session
+        self.room_to_spare = room_to_spare
         self.admin = admin
         self.admin_url = admin_url
         self.run_id = run_id
@@ -179,28 +210,37 @@ class FreshPool:
             self._cluster_objects = cluster_objects.snapshot(self.admin)
         ready = self._in(Stage.READY)
         if ready:
-            database = ready[-1]
-            # The session that reset it may still be on its way out; the test must not meet it.
-            ownership.wait_for_sessions_to_end(self.admin, database.name)
+            # The oldest: the session that reset it had the longest time to go.
+            database = next((db for db in ready if db.seen_alone), ready[0])
+            if not database.seen_alone:
+                # That session may still be on its way out; the test must not meet it.
+                ownership.wait_for_sessions_to_end(self.admin, database.name)
             database.stage = Stage.IN_USE
+            database.seen_alone = False
             return database
         database = self._clone()
         if len(self._databases) == 1 and self.reset_unavailable is None:
             self._learn_whether_the_schema_allows_reset(database)
         return database
 
-    def release(self, database: FreshDatabase) -> cluster_objects.Snapshot:
+    def release(self, database: FreshDatabase, look_for_leaks: bool = False) -> Released:
         """Start putting ``database`` back to the template's state for a later test, or drop it.
 
-        Returns the roles, databases, settings... that appeared on the server since
-        :meth:`acquire`.
+        Says the roles, databases, settings... that appeared on the server since
+        :meth:`acquire`, and with ``look_for_leaks`` the sessions the test left connected to it
+        (see :mod:`unmocked.checks.leaks`; they are ended either way).
         """
         self._advance_resets(wait=False)
         appeared = self._cluster_objects_appeared()
-        if self.reset_unavailable is None and self._start_reset(database):
-            return appeared
+        left: list[leaks.LeftSession] | None = None
+        if self.reset_unavailable is None:
+            renamed, left = self._start_reset(database, look_for_leaks)
+            if renamed:
+                return Released(appeared, left or [])
+        if look_for_leaks and left is None:
+            left = leaks.sessions_left(self.admin, database.oid)
         self._drop(database)
-        return appeared
+        return Released(appeared, left or [])
 
     def keep(
         self, database: FreshDatabase, test_name: str
@@ -213,7 +253,7 @@ class FreshPool:
         it was released), and what :meth:`release` would.
         """
         if self._kept >= KEEP_AT_MOST:
-            return None, self.release(database)
+            return None, self.release(database).appeared
         self._kept += 1
         self._leave(database, Stage.KEPT)
         appeared = self._cluster_objects_appeared()
@@ -320,6 +360,7 @@ class FreshPool:
             self._clone_strategy,
             source=new_name,
             room_for_a_session=self.room_for_a_session,
+            room_to_spare=self.room_to_spare,
         )
         pool.reset_unavailable = self.reset_unavailable
         pool.expected_databases = self.expected_databases
@@ -348,23 +389,40 @@ class FreshPool:
         self._databases.append(database)
         return database
 
-    def _start_reset(self, database: FreshDatabase) -> bool:
+    def _start_reset(
+        self, database: FreshDatabase, look_for_leaks: bool
+    ) -> tuple[bool, list[leaks.LeftSession] | None]:
         """Steps 1-3 now, so that the test's URL is dead once it ended; step 4 started.
 
-        False when the database must be dropped instead.
+        False when the database must be dropped instead; and, with ``look_for_leaks``, the
+        sessions the test left, looked for in the same round trip (None when not looked for).
         """
         if not self.room_for_a_session(self.admin):
-            return False
+            return False, None
         new_name = self._new_name()
+        left: list[leaks.LeftSession] | None = None
+        unseen = [db.oid for db in self._in(Stage.READY) if not db.seen_alone]
         for attempt in range(2):
+            statements = [_end_sessions_and_rename(self.admin, database, new_name), _READ_OUTCOME]
+            looks = look_for_leaks and left is None
+            if looks:
+                statements = [leaks.look(database.oid), *statements, leaks.READ]
+            if unseen and not attempt:
+                statements.append(_with_sessions(unseen))
             try:
-                self.admin.execute(_end_sessions_and_rename(self.admin, database, new_name))
+                selected = _selected(self.admin.execute(sql.SQL("; ").join(statements)))
+            except psycopg.Error:
+                return False, left  # it ended no session, or the test dropped the database
+            if looks:
+                left = leaks.found(selected[1])
+            if unseen and not attempt:
+                self._note_seen_alone(selected[-1])
+            if selected[0] == "renamed":
                 break
-            except psycopg.Error as error:
-                if error.diag.message_primary != "unmocked: settings" or attempt:
-                    return False  # dropped, renamed or altered by the test: clone anew
-                ownership.roll_back_prepared(self.admin, database.name)
-                _reset_settings(self.admin, database)
+            if selected[0] != "settings" or attempt:
+                return False, left  # dropped, renamed or altered by the test: clone anew
+            ownership.roll_back_prepared(self.admin, database.name)
+            _reset_settings(self.admin, database)
         database.name = new_name
         database.stage = Stage.RESETTING
         database.resetting = ResetInside(
@@ -374,8 +432,16 @@ class FreshPool:
         )
         self._databases.remove(database)  # resets are advanced in the order they began
         self._databases.append(database)
-        self._advance_resets(wait=False)
-        return True
+        # Near the run's connection limit, no reset's session may stay beside the next test's
+        # connection, which the run's look could not count yet.
+        self._advance_resets(wait=not self.room_to_spare())
+        return True, left
+
+    def _note_seen_alone(self, with_sessions: str | None) -> None:
+        """Mark the READY databases :func:`_with_sessions` did not name as seen alone."""
+        crowded = {int(oid) for oid in (with_sessions or "").split(",") if oid}
+        for database in self._in(Stage.READY):
+            database.seen_alone = database.seen_alone or database.oid not in crowded
 
     def _advance_resets(self, wait: bool, count: int | None = None) -> None:
         """Advance the resets under way, oldest first (``count`` of them to their end with
@@ -473,6 +539,25 @@ def _end_sessions_and_rename(
         state=database.row_state,
     )
     return sql.SQL("DO {}").format(sql.Literal(body.as_string(admin)))
+
+
+def _with_sessions(oids: list[int]) -> sql.Composed:
+    """The SELECT naming, comma-separated, those of the databases ``oids`` a session is on."""
+    return sql.SQL(
+        "SELECT string_agg(DISTINCT datid::text, ',') FROM pg_stat_activity "
+        "WHERE datid = ANY({}::oid[])"
+    ).format(sql.Literal(oids))
+
+
+def _selected(cursor: psycopg.Cursor[tuple[object, ...]]) -> list[str | None]:
+    """The first value of each SELECT among the statements ``cursor`` ran, in order."""
+    values: list[str | None] = []
+    while True:
+        if cursor.description is not None:
+            row = cursor.fetchone()
+            values.append(None if row is None or row[0] is None else str(row[0]))
+        if not cursor.nextset():
+            return values
 
 
 def _reset_settings(admin: AdminConnection, database: FreshDatabase) -> None:

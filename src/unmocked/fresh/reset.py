@@ -42,13 +42,15 @@ while the next test runs on another.
 
 from __future__ import annotations
 
+import queue
 import select
+import threading
 from dataclasses import dataclass
 from importlib import resources
 
 import psycopg
 from psycopg import pq
-from psycopg.pq import ConnStatus, ExecStatus
+from psycopg.pq import ConnStatus, ExecStatus, PollingStatus
 
 from unmocked.migrations import digest
 from unmocked.ownership import AdminConnection
@@ -171,19 +173,45 @@ def why_schema_cannot_be_reset(url: str) -> str | None:
 class ResetInside:
     """:data:`RESET` under way in one database, advanced without waiting where it can.
 
-    A session of our own connects to the database at once (blocking: a handshake left half-done
-    holds a backend that keeps every DROP DATABASE on the server waiting, up to the server's
-    authentication_timeout, now that servers ask for a password); then the reset runs in it, on
-    the server, while the next test runs on another database. (Not a thread: a thread of the test
-    process waits for the interpreter lock after each round trip, which costs more than it saves.)
+    A session of our own connects to the database on :data:`_CONNECTOR`'s thread, which waits for
+    the server without the interpreter lock: the test process goes on meanwhile, and the handshake
+    is never left half-done (a backend waiting in its authentication keeps every DROP DATABASE on
+    the server waiting, up to the server's authentication_timeout, now that servers ask for a
+    password). The thread sends the reset as soon as it is connected, and the reset runs on the
+    server while the next test runs on another database. (Only the connect: a thread that waited
+    for the reset's result too would wait for the interpreter lock after each round trip of the
+    test process, which costs more than it saves.)
     """
 
     def __init__(self, url: str) -> None:
-        self._inside = pq.PGconn.connect(url.encode())
-        self._sent = self._inside.status == ConnStatus.OK
-        if self._sent:
-            self._inside.nonblocking = 1
-            self._inside.send_query(RESET)
+        self._url = url.encode()
+        self._inside: pq.abc.PGconn | None = None
+        self._sent = False
+        self._connected = threading.Event()
+        _CONNECTOR.connect(self)
+
+    def connect(self) -> None:
+        """Open the session and send the reset; on the connector's thread."""
+        try:
+            inside = self._inside = pq.PGconn.connect_start(self._url)
+            polled = (
+                PollingStatus.FAILED if inside.status == ConnStatus.BAD else PollingStatus.WRITING
+            )
+            while polled in (PollingStatus.READING, PollingStatus.WRITING):
+                if polled == PollingStatus.READING:
+                    select.select([inside.socket], [], [])
+                else:
+                    select.select([], [inside.socket], [])
+                polled = PollingStatus(inside.connect_poll())
+            if inside.status != ConnStatus.OK:
+                return
+            inside.nonblocking = 1
+            inside.send_query(RESET)
+            self._sent = True
+        except psycopg.OperationalError:
+            return  # the session ended meanwhile: the database is dropped instead
+        finally:
+            self._connected.set()
 
     def advance(self, wait: bool) -> bool | None:
         """Take the reset as far as it goes (to its end with ``wait``).
@@ -191,16 +219,48 @@ class ResetInside:
         None while it is under way; then True when the database is back in the template's state,
         False when it must be dropped instead.
         """
+        if not self._connected.is_set() and not wait:
+            return None
+        self._connected.wait()
+        inside = self._inside
+        if inside is None:  # no memory for a connection
+            return False
         if not self._sent:
-            return self._end(False)
-        result = _result(self._inside, wait)
+            return self._end(inside, False)
+        result = _result(inside, wait)
         if result is None:
             return None
-        return self._end(result.status == ExecStatus.TUPLES_OK and result.get_value(0, 0) is None)
+        return self._end(
+            inside, result.status == ExecStatus.TUPLES_OK and result.get_value(0, 0) is None
+        )
 
-    def _end(self, outcome: bool) -> bool:
-        self._inside.finish()  # its session ends while the next test starts; acquire() waits
+    def _end(self, inside: pq.abc.PGconn, outcome: bool) -> bool:
+        inside.finish()  # its session ends while the next test starts; acquire() waits
         return outcome
+
+
+class _Connector:
+    """The one thread of the process that opens resets' sessions, in the order asked, started on
+    first use (and again in a child process, where a fork left it behind)."""
+
+    def __init__(self) -> None:
+        self._asked: queue.SimpleQueue[ResetInside] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def connect(self, reset: ResetInside) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(
+                target=self._serve, name="unmocked reset sessions", daemon=True
+            )
+            self._thread.start()
+        self._asked.put(reset)
+
+    def _serve(self) -> None:
+        while True:
+            self._asked.get().connect()
+
+
+_CONNECTOR = _Connector()
 
 
 def _result(pgconn: pq.abc.PGconn, wait: bool) -> pq.abc.PGresult | None:
