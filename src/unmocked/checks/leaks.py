@@ -50,6 +50,8 @@ READ = sql.SQL(f"SELECT current_setting('{LEFT_SETTING}')")
 
 # Client backends only: autovacuum and parallel workers also connect to the database. Each
 # session as [pid, application_name, state, seconds in that state, last statement], oldest first.
+# pg_stat_get_activity, not the pg_stat_activity view, whose joins a DO block plans anew each
+# time: half a millisecond a statement.
 _LOOK = f"""
 DECLARE
   found jsonb;
@@ -60,7 +62,7 @@ BEGIN
            extract(epoch FROM clock_timestamp() - coalesce(state_change, backend_start))::float8,
            coalesce(query, '')) ORDER BY backend_start, pid), '[]')
     INTO found
-    FROM pg_stat_activity
+    FROM pg_stat_get_activity(NULL)
    WHERE datid = {{oid}} AND pid <> pg_backend_pid() AND backend_type = 'client backend'
      AND NOT coalesce({IS_OWN_SESSION}, false);
   WHILE found <> '[]' AND clock_timestamp() < closing LOOP
@@ -68,7 +70,8 @@ BEGIN
     PERFORM pg_stat_clear_snapshot();  -- else pg_stat_activity stays as this transaction saw it
     SELECT coalesce(jsonb_agg(session ORDER BY place), '[]') INTO found
       FROM jsonb_array_elements(found) WITH ORDINALITY AS seen (session, place)
-     WHERE (session ->> 0)::int IN (SELECT pid FROM pg_stat_activity WHERE datid = {{oid}});
+     WHERE (session ->> 0)::int IN (SELECT pid FROM pg_stat_get_activity(NULL)
+                                     WHERE datid = {{oid}});
   END LOOP;
   PERFORM set_config('{LEFT_SETTING}', found::text, false);
 END

@@ -71,16 +71,18 @@ stopped them (``sessions stay``, ``changed``, ``settings``)."""
 
 # Steps 1-3 in one statement; how they went is left in _RELEASE_SETTING, not raised, so that the
 # round trip's look for leaks (see unmocked.checks.leaks), committed with it, is read either way.
+# pg_stat_get_activity and pg_prepared_xact, not the views over them: a DO block plans every
+# statement anew, and the views' joins cost about half a millisecond each.
 _END_SESSIONS_AND_RENAME = f"""
 DECLARE
   deadline timestamptz := clock_timestamp() + make_interval(secs => {{seconds}});
   outcome text := 'renamed';
 BEGIN
-  PERFORM pg_terminate_backend(pid) FROM pg_stat_activity
+  PERFORM pg_terminate_backend(pid) FROM pg_stat_get_activity(NULL)
    WHERE datid = {{oid}} AND pid <> pg_backend_pid();
   LOOP
     PERFORM pg_stat_clear_snapshot();  -- else pg_stat_activity stays as this transaction saw it
-    EXIT WHEN NOT EXISTS (SELECT FROM pg_stat_activity WHERE datid = {{oid}});
+    EXIT WHEN NOT EXISTS (SELECT FROM pg_stat_get_activity(NULL) WHERE datid = {{oid}});
     IF clock_timestamp() > deadline THEN
       outcome := 'sessions stay';
       EXIT;
@@ -93,7 +95,7 @@ BEGIN
                      WHERE oid = {{oid}} AND datname = {{name}} AND {{row_state}} = {{state}}) THEN
     outcome := 'changed';
   ELSIF EXISTS (SELECT FROM pg_db_role_setting WHERE setdatabase = {{oid}})
-     OR EXISTS (SELECT FROM pg_prepared_xacts WHERE database = {{name}}) THEN
+     OR EXISTS (SELECT FROM pg_prepared_xact() WHERE dbid = {{oid}}) THEN
     outcome := 'settings';
   ELSE
     EXECUTE format('ALTER DATABASE %I RENAME TO %I', {{name}}, {{new_name}});
@@ -544,7 +546,7 @@ def _end_sessions_and_rename(
 def _with_sessions(oids: list[int]) -> sql.Composed:
     """The SELECT naming, comma-separated, those of the databases ``oids`` a session is on."""
     return sql.SQL(
-        "SELECT string_agg(DISTINCT datid::text, ',') FROM pg_stat_activity "
+        "SELECT string_agg(DISTINCT datid::text, ',') FROM pg_stat_get_activity(NULL) "
         "WHERE datid = ANY({}::oid[])"
     ).format(sql.Literal(oids))
 
