@@ -5,9 +5,10 @@ test and then exhausts ``max_connections``, or holds its locks while idle in a t
 longer suite or in production. The pool ends every session of a released database anyway (see
 :mod:`unmocked.fresh.pool`), so the next test starts clean; this module says which there were:
 
-1. :func:`look` is a ``DO`` statement that reads ``pg_stat_activity`` for the database's OID,
-   leaving out unmocked's own sessions (named by :mod:`unmocked.session_names`, such as the
-   ``queries`` fixture's explaining connection) and the admin session itself;
+1. :func:`look` is a ``DO`` statement that reads the sessions (``pg_stat_get_activity()``) on
+   the database's OID, leaving out unmocked's own sessions (named by
+   :mod:`unmocked.session_names`, such as the ``queries`` fixture's explaining connection) and
+   the admin session itself;
 2. a session its client closed a moment ago stays listed until its backend has exited (a few
    milliseconds): what the first look finds is looked at again on the server, every half
    millisecond for up to :data:`CLOSING_SECONDS`, and only what stays is kept, in the admin
