@@ -10,13 +10,14 @@ The same rules hold for psycopg's sync :class:`RollbackConnection` and its async
 :class:`AsyncRollbackConnection`: psycopg builds both classes' ``commit()`` and ``rollback()`` from
 the same generators, which :class:`UnitOfWork` overrides once for both.
 
-What one outer transaction cannot keep: ``now()`` stays at the test's start, sequences do not roll
-back, and a raw ``COMMIT``/``ROLLBACK`` statement ends the outer transaction (unmocked notices and
-rebuilds the database, so the next test is still isolated). Nor can it hold a second connection the
-code under test opens to the same database (from ``pg.info``): that one commits for real. The end of
-each test looks for one in the same round trip (:data:`OUTSIDE_SESSIONS`), and the database is
-rebuilt as after a raw ``COMMIT``. Tests that need any of that ask for a fresh database instead (the
-``pg_url`` fixture).
+What one outer transaction cannot keep: ``now()`` stays at the test's start (within
+:data:`EARLY_BEGIN_FOR` before it: the end of a test begins the next one's transaction), sequences
+do not roll back, and a raw ``COMMIT``/``ROLLBACK`` statement ends the outer transaction
+(unmocked notices and rebuilds the database, so the next test is still isolated). Nor can it hold
+a second connection the code under test opens to the same database (from ``pg.info``): that one
+commits for real. The end of each test looks for one in the same round trip
+(:data:`OUTSIDE_SESSIONS`), and the database is rebuilt as after a raw ``COMMIT``. Tests that
+need any of that ask for a fresh database instead (the ``pg_url`` fixture).
 
 psycopg's own prepared statements (``prepare_threshold``) are kept from test to test, as on any
 long-lived connection, since preparing each statement anew costs more than the rest of a test's
@@ -61,10 +62,21 @@ BEGIN
 END $unmocked$"""
 
 
+# The system catalogs' OIDs, fixed in every PostgreSQL (each catalog's header declares its own):
+# a '...'::regclass cast looks the name up on every call, which costs more than the count itself.
+_CATALOG_OIDS = {
+    b"pg_constraint": b"2606",
+    b"pg_class": b"1259",
+    b"pg_attribute": b"1249",
+    b"pg_type": b"1247",
+    b"pg_proc": b"1255",
+}
+
+
 def _writes(*catalogs: bytes) -> bytes:
     """How many rows of ``catalogs`` this session inserted, updated or deleted, an expression."""
     return b" + ".join(
-        b"pg_stat_get_xact_tuples_%s('%s'::regclass)" % (change, catalog)
+        b"pg_stat_get_xact_tuples_%s(%s)" % (change, _CATALOG_OIDS[catalog])
         for catalog in catalogs
         for change in (b"inserted", b"updated", b"deleted")
     )
@@ -93,11 +105,20 @@ LIST_DEFERRED = (
 # types, functions), counted as CONSTRAINT_WRITES is: a statement psycopg prepared while the test
 # had changed one of them may not fit the schema the next test starts from.
 CATALOG_WRITES = _writes(b"pg_class", b"pg_attribute", b"pg_type", b"pg_proc")
-# The beginning of a test, with both counts to compare with later.
+# The beginning of a test, with both counts to compare with later (two columns: casting them to
+# text to join them costs more than a column).
 BEGIN_TEST = (
-    b"BEGIN; SAVEPOINT " + UNIT_OF_WORK + b"; "
-    b"SELECT (" + CONSTRAINT_WRITES + b") || ' ' || (" + CATALOG_WRITES + b")"
+    b"BEGIN; SAVEPOINT " + UNIT_OF_WORK + b"; SELECT " + CONSTRAINT_WRITES + b", " + CATALOG_WRITES
 )
+# The end of a test begins the next one's transaction in its own round trip (see
+# UnitOfWork.end_test). ``now()`` is the time that transaction began, so the next test takes it
+# only if it starts within this many seconds; later, it begins its own.
+EARLY_BEGIN_FOR = 0.05
+# That BEGIN takes over the implicit transaction of the statements before it in the round trip
+# (a COMMIT to end that one would log a warning): the statistics those looks read, which a
+# transaction keeps as first read, are cleared for the test. The SET and RESET statements that
+# also become part of it change nothing the rollback had not already undone.
+BEGIN_NEXT_TEST = BEGIN_TEST + b", pg_stat_clear_snapshot()"
 # The server's prepared statements, to compare with psycopg's own at the end of a test.
 PREPARED = b"(SELECT string_agg(name, ' ' ORDER BY name) FROM pg_prepared_statements)"
 
@@ -179,22 +200,36 @@ class UnitOfWork(psycopg.BaseConnection[Any]):
     # The database's OID, and its session count and committed changes at the last look (see
     # OUTSIDE_SESSIONS); read once per connection, before its first test.
     _database_oid: bytes | None = None
+    # When the end of the last test began the next one's transaction (monotonic seconds).
+    _begun_at: float | None = None
     _server_version = 0
     _sessions_seen = b""
     _changes_seen = b""
 
     def begin_test(self) -> None:
-        """Open the outer transaction and the first unit of work."""
+        """Open the outer transaction and the first unit of work, unless the end of the test
+        before began them a moment ago (:data:`EARLY_BEGIN_FOR`)."""
         if self._database_oid is None:
             self._look_at_the_database()
         self._outer_transaction_lost = False
+        begun_at, self._begun_at = self._begun_at, None
+        in_transaction = self.pgconn.transaction_status == TransactionStatus.INTRANS
+        if begun_at is None or not in_transaction or self._deallocate_at_begin:
+            pass
+        elif time.monotonic() - begun_at < EARLY_BEGIN_FOR:
+            self._prepared_before = self._prepared._prepared_idx
+            return
         begin = BEGIN_TEST
         if self._deallocate_at_begin:
             begin = b"DEALLOCATE ALL; " + begin
             self._forget_prepared()
-        counts = self._wait_blocking(self._script(begin))
-        assert counts is not None
-        self._constraint_writes, self._catalog_writes = counts.split(b" ")
+        if in_transaction:
+            begin = b"ROLLBACK; " + begin  # begun too long ago, or before the DEALLOCATE
+        self._note_begun(self._wait_blocking(self._rows(begin))[-1])
+
+    def _note_begun(self, counts: tuple[bytes | None, ...]) -> None:
+        """Keep the counts :data:`BEGIN_TEST` read, to compare with those of the test's end."""
+        self._constraint_writes, self._catalog_writes = counts[0], counts[1] or b""
         self._prepared_before = self._prepared._prepared_idx
 
     def end_test(self, own_pids: Collection[int] = ()) -> None:
@@ -205,14 +240,22 @@ class UnitOfWork(psycopg.BaseConnection[Any]):
         closing the connection), and :class:`OutsideSession` when another session used the
         database meanwhile (``own_pids``: unmocked's other connections to it, which do not count):
         the caller must then treat the database as dirty.
+
+        In the same round trip, once the looks are done, the next test's transaction is begun
+        (:data:`BEGIN_TEST`): the connection then waits between tests idle in a transaction that
+        holds no lock, no snapshot and no transaction ID, and :meth:`begin_test` takes it if it
+        comes soon enough (:data:`EARLY_BEGIN_FOR`), else rolls it back and begins its own.
         """
         lost = self._outer_transaction_ended()
+        self._begun_at = None
         # Statements psycopg prepared during the test are kept only if the schema was the one
         # the next test starts from (see the module's docstring).
         prepared_now = self._prepared._prepared_idx != self._prepared_before
         look = b"SELECT " + PREPARED
+        begin_next = b""
         if self._counts_sessions():
             look += b", " + self._sql(SESSIONS)
+            begin_next = b"; " + BEGIN_NEXT_TEST
         rows = []
         try:
             if not lost:
@@ -230,6 +273,7 @@ class UnitOfWork(psycopg.BaseConnection[Any]):
                             + RESET_SESSION
                             + b"; "
                             + look
+                            + begin_next
                         )
                     )
                 except psycopg.errors.InvalidSavepointSpecification:
@@ -242,6 +286,7 @@ class UnitOfWork(psycopg.BaseConnection[Any]):
         if lost:
             self._forget_prepared()
             raise OuterTransactionLost()
+        counts = rows.pop() if begin_next else None
         server_prepared, *sessions = rows[-1]
         kept = b" ".join(sorted(self._prepared._names.values()))
         self._deallocate_at_begin = (
@@ -252,7 +297,13 @@ class UnitOfWork(psycopg.BaseConnection[Any]):
         seen = sessions[0] if sessions else None
         if seen != self._sessions_seen or not self._counts_sessions():
             self._sessions_seen = seen or b""
+            if counts is not None:
+                # The looks read the statistics, which a transaction would keep as first read.
+                self._wait_blocking(self._script(b"ROLLBACK"))
             self._look_for_other_sessions(own_pids)
+        elif counts is not None:
+            self._note_begun(counts)
+            self._begun_at = time.monotonic()
 
     def _forget_prepared(self) -> None:
         """Forget psycopg's prepared statements, which the server no longer has (or soon not)."""
