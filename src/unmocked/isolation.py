@@ -214,11 +214,13 @@ class UnitOfWork(psycopg.BaseConnection[Any]):
         self._outer_transaction_lost = False
         begun_at, self._begun_at = self._begun_at, None
         in_transaction = self.pgconn.transaction_status == TransactionStatus.INTRANS
-        if begun_at is None or not in_transaction or self._deallocate_at_begin:
-            pass
-        elif time.monotonic() - begun_at < EARLY_BEGIN_FOR:
-            self._prepared_before = self._prepared._prepared_idx
-            return
+        if (
+            begun_at is not None
+            and in_transaction
+            and not self._deallocate_at_begin
+            and time.monotonic() - begun_at < EARLY_BEGIN_FOR
+        ):
+            return  # end_test noted the counts when it began this transaction
         begin = BEGIN_TEST
         if self._deallocate_at_begin:
             begin = b"DEALLOCATE ALL; " + begin
@@ -243,7 +245,8 @@ class UnitOfWork(psycopg.BaseConnection[Any]):
 
         In the same round trip, once the looks are done, the next test's transaction is begun
         (:data:`BEGIN_TEST`): the connection then waits between tests idle in a transaction that
-        holds no lock, no snapshot and no transaction ID, and :meth:`begin_test` takes it if it
+        holds no snapshot and no transaction ID (only the share lock its look took on the
+        ``pg_prepared_statements`` view), and :meth:`begin_test` takes it if it
         comes soon enough (:data:`EARLY_BEGIN_FOR`), else rolls it back and begins its own.
         """
         lost = self._outer_transaction_ended()
