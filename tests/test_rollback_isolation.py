@@ -147,6 +147,101 @@ def test_pg_and_sa_session_share_one_transaction(user_project: pytest.Pytester) 
     user_project.runpytest().assert_outcomes(passed=1)
 
 
+EMPTY_UNITS_OF_WORK = """
+import tempfile
+
+import psycopg
+import pytest
+from sqlalchemy import text
+
+COUNT = "SELECT count(*) FROM users"
+
+def sent(conn, action):
+    # What the client put on the wire while action ran, from libpq's own trace of it.
+    with tempfile.TemporaryFile() as trace:
+        conn.pgconn.trace(trace.fileno())
+        try:
+            action()
+        finally:
+            conn.pgconn.untrace()
+        trace.seek(0)
+        lines = trace.read().decode().splitlines()
+        return [line.split("\\t", 3)[3] for line in lines if "\\tF\\t" in line]
+
+def test_empty_commit_and_rollback_send_nothing_and_change_nothing(pg):
+    assert sent(pg, pg.rollback) == [] and sent(pg, pg.commit) == []
+    pg.execute("INSERT INTO users (email) VALUES ('kept@example.com')")
+    assert sent(pg, pg.commit) != []
+    assert sent(pg, pg.rollback) == [] and sent(pg, pg.commit) == []
+    assert pg.execute(COUNT).fetchone()[0] == 1
+    pg.execute("INSERT INTO users (email) VALUES ('undone@example.com')")
+    assert sent(pg, pg.rollback) != []
+    assert pg.execute(COUNT).fetchone()[0] == 1
+
+def test_every_way_of_sending_is_still_rolled_back(pg):
+    with pg.cursor() as cursor:
+        cursor.executemany("INSERT INTO users (email) VALUES (%s)", [("a@x",), ("b@x",)])
+    pg.rollback()
+    with pg.cursor().copy("COPY users (email) FROM STDIN") as copy:
+        copy.write_row(("c@x",))
+    pg.rollback()
+    with pg.pipeline():
+        pg.execute("INSERT INTO users (email) VALUES ('d@x')")
+    pg.rollback()
+    with pg.cursor(name="server_side") as cursor:
+        cursor.execute("SELECT nextval('users_id_seq'), set_config('app.mark', 'set', true)")
+        cursor.fetchall()
+    pg.rollback()
+    with pg.transaction():
+        pg.execute("INSERT INTO users (email) VALUES ('e@x')")
+    pg.execute("INSERT INTO users (email) VALUES ('f@x')")
+    pg.rollback()
+    assert pg.execute(COUNT).fetchone()[0] == 1  # e@x, committed by its block
+    assert pg.execute("SELECT current_setting('app.mark', true)").fetchone()[0] in (None, "")
+
+def test_a_failed_statement_then_an_empty_looking_rollback(pg):
+    with pytest.raises(psycopg.errors.UndefinedTable):
+        pg.execute("SELECT * FROM no_such_table")
+    pg.rollback()
+    assert pg.execute(COUNT).fetchone()[0] == 0
+
+def test_rollback_inside_a_transaction_block_is_still_refused(pg):
+    with pg.transaction():
+        with pytest.raises(psycopg.ProgrammingError):
+            pg.rollback()
+
+def test_a_session_returning_its_connection_after_commit_sends_no_rollback(pg, sa_session):
+    sa_session.execute(text("INSERT INTO users (email) VALUES ('orm@example.com')"))
+    assert not [line for line in sent(pg, sa_session.commit) if "ROLLBACK" in line]
+    assert sent(pg, sa_session.close) == []
+    assert sa_session.execute(text(COUNT)).scalar() == 1
+
+@pytest.mark.asyncio
+async def test_async_twin(apg):
+    await apg.execute("INSERT INTO users (email) VALUES ('kept@example.com')")
+    await apg.commit()
+    await apg.rollback()
+    await apg.commit()
+    await apg.execute("INSERT INTO users (email) VALUES ('undone@example.com')")
+    await apg.rollback()
+    assert (await (await apg.execute(COUNT)).fetchone())[0] == 1
+
+def test_z_sees_none_of_it(pg):
+    assert pg.execute(COUNT).fetchone()[0] == 0
+"""
+
+
+def test_empty_units_of_work_send_nothing_and_every_statement_still_counts(
+    user_project: pytest.Pytester,
+) -> None:
+    """``commit()`` and ``rollback()`` of a unit of work nothing was sent in are skipped (a
+    Session's close after its commit, the pool's reset); whatever sent a statement (a cursor,
+    ``executemany``, ``COPY``, a pipeline, a server-side cursor, a ``transaction()`` block) still
+    has its unit rolled back, and the guards of the full path still hold."""
+    user_project.makepyfile(test_units=EMPTY_UNITS_OF_WORK)
+    user_project.runpytest("-p", "no:randomly").assert_outcomes(passed=7)
+
+
 A_RAW_COMMIT_THEN_A_TEST_THAT_SEES_NOTHING = """
 def test_a_raw_commit(pg):
     pg.execute("INSERT INTO users (email) VALUES ('raw@example.com')")

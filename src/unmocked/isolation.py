@@ -4,7 +4,9 @@ Code under test keeps production's transaction semantics: its ``commit()`` ends 
 starts the next (a savepoint is released and a new one set), its ``rollback()`` undoes the unit of
 work (back to that savepoint), ``with conn.transaction():`` nests as usual and an error inside it
 leaves the connection usable. A ``commit()`` also checks DEFERRABLE INITIALLY DEFERRED constraints,
-as a real COMMIT would, and fails the same way when they are violated.
+as a real COMMIT would, and fails the same way when they are violated. A ``commit()`` or
+``rollback()`` of a unit of work nothing was sent in sends nothing (a SQLAlchemy ``Session``
+returning its connection after ``commit()``): it would change nothing.
 
 The same rules hold for psycopg's sync :class:`RollbackConnection` and its asyncio twin
 :class:`AsyncRollbackConnection`: psycopg builds both classes' ``commit()`` and ``rollback()`` from
@@ -205,6 +207,24 @@ class UnitOfWork(psycopg.BaseConnection[Any]):
     _server_version = 0
     _sessions_seen = b""
     _changes_seen = b""
+    # Whether the code under test has sent anything since the unit of work began (every
+    # statement of its own goes through ``wait``; unmocked's go around it): a ``commit()`` or
+    # ``rollback()`` of an empty unit of work changes nothing, so it sends nothing.
+    _unit_of_work_used = True
+
+    def _unit_of_work_is_empty(self) -> bool:
+        """True when ``commit()`` or ``rollback()`` would send a round trip that changes nothing:
+        no statement since the unit of work began, outside any ``transaction()`` block, pipeline
+        or two-phase transaction, and the outer transaction still open (a failed or lost one is
+        left to the full path, which says so)."""
+        return (
+            not self._unit_of_work_used
+            and not self._num_transactions
+            and not self._tpc
+            and self._pipeline is None
+            and not self._outer_transaction_lost
+            and self.pgconn.transaction_status == TransactionStatus.INTRANS
+        )
 
     def begin_test(self) -> None:
         """Open the outer transaction and the first unit of work, unless the end of the test
@@ -220,6 +240,7 @@ class UnitOfWork(psycopg.BaseConnection[Any]):
             and not self._deallocate_at_begin
             and time.monotonic() - begun_at < EARLY_BEGIN_FOR
         ):
+            self._unit_of_work_used = False
             return  # end_test noted the counts when it began this transaction
         begin = BEGIN_TEST
         if self._deallocate_at_begin:
@@ -228,6 +249,7 @@ class UnitOfWork(psycopg.BaseConnection[Any]):
         if in_transaction:
             begin = b"ROLLBACK; " + begin  # begun too long ago, or before the DEALLOCATE
         self._note_begun(self._wait_blocking(self._rows(begin))[-1])
+        self._unit_of_work_used = False
 
     def _note_begun(self, counts: tuple[bytes | None, ...]) -> None:
         """Keep the counts :data:`BEGIN_TEST` read, to compare with those of the test's end."""
@@ -387,6 +409,7 @@ class UnitOfWork(psycopg.BaseConnection[Any]):
                 + b" DEFERRED; SAVEPOINT "
                 + UNIT_OF_WORK
             )
+        self._unit_of_work_used = False
 
     def _next_unit_of_work(self, script: bytes, checks: bool = False) -> PQGen[bytes | None]:
         """End the unit of work and begin the next, with ``script``; when it ``checks`` deferred
@@ -414,6 +437,7 @@ class UnitOfWork(psycopg.BaseConnection[Any]):
             # After the test's raw COMMIT, psycopg began a transaction of its own: end that one.
             yield from self._exec_command(b"ROLLBACK")
         self._prepared.clear()
+        self._unit_of_work_used = lost
 
     def _on_unit_of_work(self, command: bytes) -> PQGen[None]:
         """Run ``command`` on the unit of work's savepoint; note when it is gone with the test's
@@ -463,6 +487,18 @@ class RollbackConnection(UnitOfWork, psycopg.Connection[Any]):
     def disconnect(self) -> None:
         self.close()
 
+    def wait(self, gen: PQGen[T], *args: Any, **kwargs: Any) -> T:
+        self._unit_of_work_used = True
+        return super().wait(gen, *args, **kwargs)
+
+    def commit(self) -> None:
+        if not self._unit_of_work_is_empty():
+            super().commit()
+
+    def rollback(self) -> None:
+        if not self._unit_of_work_is_empty():
+            super().rollback()
+
     @contextmanager
     def transaction(
         self, savepoint_name: str | None = None, force_rollback: bool = False
@@ -495,6 +531,18 @@ class AsyncRollbackConnection(UnitOfWork, psycopg.AsyncConnection[Any]):
         # gone when the next test starts.
         self.lock = asyncio.Lock()
         super().begin_test()
+
+    async def wait(self, gen: PQGen[T], *args: Any, **kwargs: Any) -> T:
+        self._unit_of_work_used = True
+        return await super().wait(gen, *args, **kwargs)
+
+    async def commit(self) -> None:
+        if not self._unit_of_work_is_empty():
+            await super().commit()
+
+    async def rollback(self) -> None:
+        if not self._unit_of_work_is_empty():
+            await super().rollback()
 
     @asynccontextmanager
     async def transaction(
