@@ -453,13 +453,18 @@ def tuned_for_tests(major: int) -> dict[str, str]:
         "max_connections": "200",
         # Test data is small, and the data folder is in RAM (the page cache) anyway; more would
         # only let the server's memory grow with every page a long run touches: each backend
-        # maps the pages it touched, and the checkpointer those it wrote (16MB against 32MB:
-        # ~15 MB less summed RSS in a two-worker run of 80 tables).
-        "shared_buffers": "16MB",
+        # maps the pages it touched, and the checkpointer and background writer those they
+        # wrote (32MB to 16MB: ~15 MB less summed RSS in a two-worker run of 80 tables; 16MB to
+        # 8MB: ~9 MB less summed PSS, benchmarks/README.md).
+        "shared_buffers": "8MB",
         "checkpoint_timeout": "1d",
         "max_wal_size": "1GB",
         "log_min_messages": "warning",
     }
+    if major >= 10:
+        # A test server subscribes to nothing (CREATE SUBSCRIPTION is still accepted): without
+        # workers there is no launcher, a process of ~6 MB RSS that only polls for them.
+        settings["max_logical_replication_workers"] = "0"
     if major >= 11:
         settings["jit"] = "off"  # compiling test-sized queries costs more than it saves
     if major >= 18:
