@@ -95,6 +95,103 @@ async def test_2_starts_clean_on_the_same_backend(sa_async_session):
     user_project.runpytest("-p", "no:randomly", "-W", "error").assert_outcomes(passed=2)
 
 
+def test_a_commit_on_the_kept_connection_checks_the_constraints_the_test_itself_made_or_dropped(
+    user_project: pytest.Pytester,
+) -> None:
+    write_suite(
+        user_project,
+        """
+from sqlalchemy.exc import IntegrityError
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+ORPHAN = "INSERT INTO orders (user_id, amount) VALUES (-1, 1)"
+MINE = (
+    "CREATE TABLE notes (id int PRIMARY KEY, user_id int NOT NULL"
+    " CONSTRAINT \\"Note's User\\" REFERENCES users DEFERRABLE INITIALLY DEFERRED)"
+)
+
+async def orphan_is_deferred_then_refused(session):
+    await session.execute(text(ORPHAN))  # deferred: no error yet
+    with pytest.raises(IntegrityError):
+        await session.commit()
+    await session.rollback()
+
+@pytest.mark.parametrize("turn", range(2))  # the second has the template's list kept
+async def test_0_commits_with_the_template_constraints(sa_async_session, turn):
+    await orphan_is_deferred_then_refused(sa_async_session)
+    await sa_async_session.execute(text("INSERT INTO users (id, email) VALUES (1, 'a@x')"))
+    await sa_async_session.commit()
+    PIDS.append(await backend_pid(sa_async_session))
+    assert PIDS[turn] == PIDS[0]
+
+async def test_1_makes_a_deferred_constraint_that_stays_deferred_after_commit(sa_async_session):
+    assert await backend_pid(sa_async_session) == PIDS[0]
+    await sa_async_session.execute(text(MINE))
+    await sa_async_session.commit()
+    # The next unit of work starts with the test's constraint deferred, as a transaction would.
+    await sa_async_session.execute(text("INSERT INTO notes VALUES (1, -7)"))
+    await sa_async_session.execute(text("INSERT INTO users (id, email) VALUES (-7, 'late@x')"))
+    await sa_async_session.commit()
+    await sa_async_session.execute(text("INSERT INTO notes VALUES (2, -8)"))
+    with pytest.raises(IntegrityError, match="Note's User"):
+        await sa_async_session.commit()
+    await sa_async_session.rollback()
+    await orphan_is_deferred_then_refused(sa_async_session)
+
+async def test_2_drops_the_template_constraint_and_commits(sa_async_session):
+    assert await backend_pid(sa_async_session) == PIDS[0]
+    assert (await sa_async_session.execute(text("SELECT to_regclass('notes')"))).scalar() is None
+    await sa_async_session.execute(text("ALTER TABLE orders DROP CONSTRAINT orders_user_id_fkey"))
+    await sa_async_session.commit()
+    await sa_async_session.execute(text(ORPHAN))
+    await sa_async_session.commit()
+
+async def test_3_has_the_template_constraint_back_deferred(sa_async_session):
+    assert await backend_pid(sa_async_session) == PIDS[0]
+    await orphan_is_deferred_then_refused(sa_async_session)
+    await orphan_is_deferred_then_refused(sa_async_session)
+""",
+    )
+    user_project.runpytest("-p", "no:randomly", "-W", "error").assert_outcomes(passed=5)
+
+
+def test_prepared_statements_of_any_name_are_deallocated_and_asyncpgs_own_are_kept(
+    user_project: pytest.Pytester,
+) -> None:
+    write_suite(
+        user_project,
+        """
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+OWN = "SELECT count(*) FROM pg_prepared_statements WHERE NOT from_sql"
+KEPT = []
+
+async def test_1_prepares_statements_with_awkward_names(sa_async_session):
+    for name in ('mine', '"Mixed Case"', '"semi; DROP colon"'):
+        await sa_async_session.execute(text(f"PREPARE {name} AS SELECT 1"))
+    await users(sa_async_session)
+    KEPT.append((await sa_async_session.execute(text(OWN))).scalar())
+    PIDS.append(await backend_pid(sa_async_session))
+
+async def test_2_has_none_of_them_and_asyncpgs_own_still(sa_async_session):
+    assert await backend_pid(sa_async_session) == PIDS[0]
+    prepared = "SELECT count(*) FROM pg_prepared_statements WHERE from_sql"
+    assert (await sa_async_session.execute(text(prepared))).scalar() == 0
+    assert (await sa_async_session.execute(text(OWN))).scalar() >= KEPT[0] > 0
+
+async def test_3_a_lock_alone_is_released_too(sa_async_session):
+    await sa_async_session.execute(text("SELECT pg_advisory_lock(9)"))
+
+async def test_4_starts_without_it(sa_async_session):
+    assert await backend_pid(sa_async_session) == PIDS[0]
+    locks = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
+    assert (await sa_async_session.execute(text(locks))).scalar() == 0
+""",
+    )
+    user_project.runpytest("-p", "no:randomly", "-W", "error").assert_outcomes(passed=4)
+
+
 def test_a_test_that_ends_the_kept_session_leaves_the_next_a_new_connection(
     user_project: pytest.Pytester,
 ) -> None:

@@ -49,20 +49,6 @@ UNIT_OF_WORK = b"unmocked_unit_of_work"
 # How often a wait for the server wakes to notice Ctrl-C, as psycopg's own waits do.
 _WAIT_INTERVAL = 0.1
 
-# A real COMMIT checks deferred constraints; releasing a savepoint does not. Switching every
-# constraint to IMMEDIATE checks them now, then the initially deferred ones are switched back so
-# the next unit of work starts as a real transaction would.
-CHECK_DEFERRED_CONSTRAINTS = b"""DO $unmocked$
-DECLARE deferred text;
-BEGIN
-  SET CONSTRAINTS ALL IMMEDIATE;
-  SELECT string_agg(format('%I.%I', n.nspname, c.conname), ', ') INTO deferred
-    FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace WHERE c.condeferred;
-  IF deferred IS NOT NULL THEN
-    EXECUTE 'SET CONSTRAINTS ' || deferred || ' DEFERRED';
-  END IF;
-END $unmocked$"""
-
 
 # The system catalogs' OIDs, fixed in every PostgreSQL (each catalog's header declares its own):
 # a '...'::regclass cast looks the name up on every call, which costs more than the count itself.
@@ -95,6 +81,9 @@ def _writes(*catalogs: bytes) -> bytes:
 # outer transaction, between the units of work, where a rollback of the next one cannot undo it.
 CONSTRAINT_WRITES = _writes(b"pg_constraint")
 NEXT_UNIT_OF_WORK = b"RELEASE SAVEPOINT " + UNIT_OF_WORK + b"; SAVEPOINT " + UNIT_OF_WORK
+# A real COMMIT checks deferred constraints; releasing a savepoint does not. Switching every
+# constraint to IMMEDIATE checks them now, then the initially deferred ones are switched back so
+# the next unit of work starts as a real transaction would.
 COMMIT_UNIT_OF_WORK = (
     b"SET CONSTRAINTS ALL IMMEDIATE; " + NEXT_UNIT_OF_WORK + b"; SELECT " + CONSTRAINT_WRITES
 )

@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from unmocked.checks import recording
 from unmocked.isolation import (
-    CHECK_DEFERRED_CONSTRAINTS,
+    CONSTRAINT_WRITES,
+    LIST_DEFERRED,
     UNIT_OF_WORK,
     AsyncRollbackConnection,
     OuterTransactionLost,
@@ -137,12 +138,38 @@ async def asyncpg_sessions(
 # What a rolled-back transaction leaves of a session: its advisory locks, the statements it
 # PREPAREd and the sequence values it read (currval, lastval). asyncpg's own prepared
 # statements stay: they are the statement cache the connection is kept for. SET, SET ROLE,
-# temporary tables, LISTEN and cursors are undone by the rollback itself.
+# temporary tables, LISTEN and cursors are undone by the rollback itself. Plain statements in one
+# round trip (a DO block is compiled anew on every call, and costs twice as much): asyncpg's
+# execute() returns only the last statement's status, so the last statement returns a row for
+# each statement the test PREPAREd, and one more when pg_constraint's write count (see
+# _check_deferred_constraints) is not 0: "SELECT 0" says there is nothing more to do, and that the
+# next test starts with no writes counted; anything else has AFTER_RESET_KEPT_SESSION read which.
 RESET_KEPT_SESSION = (
-    "DO $$DECLARE prepared text; BEGIN PERFORM pg_advisory_unlock_all(); "
-    "FOR prepared IN SELECT name FROM pg_prepared_statements WHERE from_sql LOOP "
-    "EXECUTE format('DEALLOCATE %I', prepared); END LOOP; DISCARD SEQUENCES; END$$"
+    "SELECT pg_advisory_unlock_all(); DISCARD SEQUENCES; "
+    "SELECT FROM pg_prepared_statements WHERE from_sql "
+    f"UNION ALL SELECT WHERE {CONSTRAINT_WRITES.decode()} <> 0"
 )
+NOTHING_LEFT = "SELECT 0"
+AFTER_RESET_KEPT_SESSION = (
+    "SELECT (SELECT string_agg(format('DEALLOCATE %I', name), '; ') FROM pg_prepared_statements "
+    f"WHERE from_sql), {CONSTRAINT_WRITES.decode()} = 0"
+)
+
+# A joined session's commit checks deferred constraints as COMMIT would, in plain statements (see
+# _check_deferred_constraints): every constraint IMMEDIATE, then the initially deferred ones back
+# to DEFERRED. Their list is the template's, read once per connection, unless the test wrote to
+# pg_constraint (its write count, as isolation.CONSTRAINT_WRITES, is not 0): then it is read anew.
+CHECK_CONSTRAINTS_NOW = "SET CONSTRAINTS ALL IMMEDIATE"
+_DEFERRED = f"coalesce(({LIST_DEFERRED.decode()}), '')"
+DEFERRED_IF_CHANGED = (
+    f"SELECT CASE WHEN {CONSTRAINT_WRITES.decode()} = 0 THEN NULL ELSE {_DEFERRED} END"
+)
+UNCHANGED_AND_DEFERRED = f"SELECT {CONSTRAINT_WRITES.decode()} = 0, {_DEFERRED}"
+# Kept in the connection's info: the template's initially deferred constraints, and whether the
+# test on the connection began with pg_constraint's write count at 0 (as the end of the test
+# before found it).
+_TEMPLATE_DEFERRED = "unmocked_template_deferred"
+_BEGAN_WITHOUT_CONSTRAINT_WRITES = "unmocked_began_without_constraint_writes"
 
 
 class KeptAsyncpgConnection:
@@ -215,7 +242,14 @@ class KeptAsyncpgConnection:
         await sessions.close()
         bind.info.pop(_JOINING, None)
         with recording.own_statements():
-            await driver.execute(RESET_KEPT_SESSION)
+            clean = await driver.execute(RESET_KEPT_SESSION) == NOTHING_LEFT
+            if not clean:
+                deallocate, clean = await driver.fetchrow(AFTER_RESET_KEPT_SESSION)
+                if deallocate:
+                    await driver.execute(deallocate)
+        # The counts only grow while the session lives, but a flush of the statistics, when it is
+        # idle, can take them back to 0: only a 0 seen here is known to be the next test's start.
+        bind.info[_BEGAN_WITHOUT_CONSTRAINT_WRITES] = clean
 
     async def close(self) -> None:
         """Close the kept connection in its own loop; end it at once from any other."""
@@ -345,13 +379,29 @@ class AsyncSessions:
 def _check_deferred_constraints(session: Session) -> None:
     """Before a joined session's commit: flush, then check deferred constraints as COMMIT would.
 
-    A nested transaction's commit (``begin_nested()``) releases a savepoint in production too,
-    so it checks nothing.
+    All constraints are made ``IMMEDIATE``, which checks the deferred ones now, then those the
+    schema declares ``INITIALLY DEFERRED`` are made ``DEFERRED`` again, so that the next unit of
+    work starts as a new transaction would. Their list is the template's, kept in the connection's
+    info, while pg_constraint's write count is the 0 it was when the test began; else it is read
+    anew (the test made or dropped constraints). A nested transaction's commit
+    (``begin_nested()``) releases a savepoint in production too, so it checks nothing.
     """
     if session.in_nested_transaction():
         return
-    from sqlalchemy import text
-
     session.flush()
+    connection = session.connection()
+    info = connection.info
     with recording.own_statements():  # what COMMIT does: not a statement of the test's
-        session.connection().execute(text(CHECK_DEFERRED_CONSTRAINTS.decode()))
+        connection.exec_driver_sql(CHECK_CONSTRAINTS_NOW)
+        template_deferred = info.get(_TEMPLATE_DEFERRED)
+        known_start = info.get(_BEGAN_WITHOUT_CONSTRAINT_WRITES, False)
+        if known_start and template_deferred is not None:
+            deferred = connection.exec_driver_sql(DEFERRED_IF_CHANGED).scalar()
+            if deferred is None:
+                deferred = template_deferred
+        else:
+            unchanged, deferred = connection.exec_driver_sql(UNCHANGED_AND_DEFERRED).one()
+            if unchanged and known_start:
+                info[_TEMPLATE_DEFERRED] = deferred
+        if deferred:
+            connection.exec_driver_sql(f"SET CONSTRAINTS {deferred} DEFERRED")
