@@ -238,6 +238,22 @@ def test_collect_abandoned_keeps_databases_of_a_live_run(
     assert exists(admin, name)
 
 
+def test_the_session_holding_a_runs_lease_collects_without_taking_its_own_run_for_dead(
+    collecting_alone: None,
+    live_run: Lease,
+    our_database: Callable[[str, Owner], str],
+) -> None:
+    # The lease's session is the run's admin session, which collects as the run starts: its own
+    # lock never refuses it, so trying to take it would find the run dead and drop its databases.
+    holder = live_run.conn
+    idle = our_database("mine_idle", Owner("fresh", run=live_run.run_id))
+
+    assert ownership.run_is_alive(holder, live_run.run_id)
+    assert idle not in ownership.collect_abandoned(holder)
+    assert exists(holder, idle)
+    assert ownership.run_is_alive(holder, live_run.run_id)  # still held: nothing let it go
+
+
 def test_collect_abandoned_keeps_templates_even_when_their_run_is_gone(
     collecting_alone: None,
     admin: AdminConnection,

@@ -222,11 +222,11 @@ def test_max_connections_and_the_wait_come_from_ini_or_environment_which_wins() 
     assert (settings.max_connections, settings.connection_wait) == (12, 5.0)
 
 
-@pytest.mark.parametrize("given", ["2", "0", "-4", "six", "6.5"])
-def test_max_connections_below_a_runs_own_three_or_not_a_whole_number_is_refused(
+@pytest.mark.parametrize("given", ["1", "0", "-4", "six", "6.5"])
+def test_max_connections_below_a_runs_own_two_or_not_a_whole_number_is_refused(
     given: str,
 ) -> None:
-    with pytest.raises(ConfigurationError, match=r"unmocked_max_connections = .*3 or more"):
+    with pytest.raises(ConfigurationError, match=r"unmocked_max_connections = .*2 or more"):
         settings_from({"unmocked_max_connections": given})
 
 

@@ -9,12 +9,12 @@ is none, it waits (``unmocked_connection_wait`` seconds) for one to come free, t
 in one line naming the limit and who holds the connections, by the application_names of
 :mod:`unmocked.session_names` (runs by host and pid, plus how many others).
 
-``unmocked_max_connections`` caps the run as a whole, its xdist workers together: every process
-of a run holds, on its lease session, the advisory lock of the run's group (the controller's run
-id, :data:`GROUP_LOCK_CLASS`), so one query finds the run's processes and counts their own sessions
-and every session connected to their databases. The check is a count, not a reservation: two
-workers that look at once may both take the last slot, so the cap holds to within one connection
-per worker at a moment when all of them start at once.
+``unmocked_max_connections`` caps the run as a whole, its xdist workers together: every process of a
+run holds, on its admin session (the lease's), the advisory lock of the run's group (the
+controller's run id, :data:`GROUP_LOCK_CLASS`), so one query finds the run's processes and counts
+their own sessions and every session connected to their databases. The check is a count, not a
+reservation: two workers that look at once may both take the last slot, so the cap holds to within
+one connection per worker at a moment when all of them start at once.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from unmocked.session_names import IS_OWN_SESSION, SessionName
 
 T = TypeVar("T")
 
-# Held shared, keyed by the run's group, by the lease session of each of a run's processes.
+# Held shared, keyed by the run's group, by the admin session of each of a run's processes.
 GROUP_LOCK_CLASS = 0x756E6772  # "ungr"
 # How often a waiting run looks again.
 _POLL_SECONDS = 0.2
@@ -151,7 +151,7 @@ class ConnectionBudget:
 
     @property
     def lock(self) -> tuple[int, int]:
-        """The advisory lock the lease session of each of the run's processes holds shared."""
+        """The advisory lock the admin session of each of the run's processes holds shared."""
         return GROUP_LOCK_CLASS, lock_key(self.run_group)
 
     def wait_for_room(

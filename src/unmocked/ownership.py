@@ -263,13 +263,15 @@ def _exists(conn: AdminConnection, name: str) -> bool:
 
 
 class Lease:
-    """A run's proof of life: a session advisory lock held on its own admin connection.
+    """A run's proof of life: a session advisory lock, held by its admin session (:attr:`conn`).
 
-    A test can end that session (``pg_terminate_backend`` of every other session): the run then
-    looks dead to other runs' collections. :meth:`lost` tells it without a round trip, and
-    :meth:`renew` takes the lease on a new session. The lock is taken shared, so that the new
-    session holds it before the old one lets go: :func:`run_is_alive` asks for it exclusively,
-    which any holder refuses.
+    The admin session holds it, not a session of its own: every session is a server process of
+    ~12 MB, and a run's other work on that session never lets it go (nothing of unmocked's
+    releases every advisory lock there). A test can end that session (``pg_terminate_backend``
+    of every other session): the run then looks dead to other runs' collections. :meth:`lost`
+    tells it without a round trip, and :meth:`renew` takes the lease on a new session. The lock
+    is taken shared, so that the new session holds it before the old one lets go; whether any
+    session holds it is what :func:`run_is_alive` reads.
     """
 
     def __init__(
@@ -347,14 +349,23 @@ def has_sessions(conn: AdminConnection, name: str) -> bool:
 
 
 def run_is_alive(conn: AdminConnection, run_id: str) -> bool:
-    """True while some session holds ``run_id``'s lease."""
-    row = conn.execute(
-        "SELECT pg_try_advisory_lock(%s, %s)", (LEASE_LOCK_CLASS, lock_key(run_id))
+    """True while some session holds ``run_id``'s lease, ``conn``'s own included.
+
+    Read from ``pg_locks``, not by trying to take the lock: a session's own locks never refuse it
+    theirs, so the session that holds a run's lease (its admin session, which collects) would take
+    its own run for dead.
+    """
+    return _lease_holder(conn, run_id) is not None
+
+
+def _lease_holder(conn: AdminConnection, run_id: str) -> tuple[object, ...] | None:
+    """The ``application_name`` of a session holding ``run_id``'s lease, in a row; None if none."""
+    return conn.execute(
+        "SELECT a.application_name FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid "
+        "WHERE l.locktype = 'advisory' AND l.objsubid = 2 AND l.granted "
+        "AND l.classid = %s AND l.objid = %s LIMIT 1",
+        (LEASE_LOCK_CLASS, lock_oid(run_id)),
     ).fetchone()
-    if row and row[0]:
-        conn.execute("SELECT pg_advisory_unlock(%s, %s)", (LEASE_LOCK_CLASS, lock_key(run_id)))
-        return False
-    return True
 
 
 def our_databases(conn: AdminConnection) -> list[tuple[str, Owner]]:
@@ -466,12 +477,7 @@ def _why_kept(
 
 
 def _run_alive(conn: AdminConnection, run: str) -> str:
-    row = conn.execute(
-        "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
-        "WHERE l.locktype = 'advisory' AND l.objsubid = 2 AND l.granted "
-        "AND l.classid = %s AND l.objid = %s LIMIT 1",
-        (LEASE_LOCK_CLASS, lock_oid(run)),
-    ).fetchone()
+    row = _lease_holder(conn, run)
     said = SessionName.parse(str(row[0] or "")) if row else None
     if said is None:
         return f"run {run} is alive"

@@ -51,7 +51,7 @@ from unmocked.isolation import (
 )
 from unmocked.ownership import AdminConnection, Owner
 from unmocked.resources import Closeable
-from unmocked.servers import RunningServer, Server, known_state, start
+from unmocked.servers import RunningServer, Server, start
 from unmocked.settings import Settings
 from unmocked.templates import Template, clone_strategy, ensure_template
 from unmocked.timings import measured
@@ -168,16 +168,14 @@ class UnmockedSession(Closeable):
 
     def _lease_and_collect_abandoned(self) -> AdminConnection:
         server = self.server
+        # The admin session holds the lease (deaf to the settings tests leave on the server: see
+        # unmocked.servers.known_state).
         self._lease = self.budget.connecting(
             lambda: ownership.Lease(server.url, self.run_id, server.major, self.budget.lock),
-            "the run's lease",
+            "the run's admin session",
         )
-        # Deaf to the settings tests leave on the server (see unmocked.servers.known_state).
-        admin: AdminConnection = self.budget.connecting(
-            lambda: known_state.connect(server.url, server.major), "the run's admin session"
-        )
-        ownership.collect_abandoned(admin)
-        return admin
+        ownership.collect_abandoned(self._lease.conn)
+        return self._lease.conn
 
     # -- the template -------------------------------------------------------------------------
 
@@ -612,7 +610,7 @@ class UnmockedSession(Closeable):
             self._pools_like.clear()
             self._rollback_database = None
             self._login = None
-            for owned in (self._admin, self._lease, self._running):
+            for owned in (self._lease, self._running):  # the lease's session is the admin's
                 if owned is not None:
                     owned.close()
             self._admin = self._lease = self._running = None
@@ -620,10 +618,10 @@ class UnmockedSession(Closeable):
     # -- unmocked's own sessions: ended by a test, or by the server's death ---------------------
 
     def notice_lost_sessions(self, test_name: str = "") -> None:
-        """Open again what ``test_name`` ended of unmocked's own sessions (the lease first) and
-        warn, naming it; raise the server's death instead, if that is what ended them.
+        """Open again the admin session (which holds the lease) if ``test_name`` ended it, and
+        warn, naming it; raise the server's death instead, if that is what ended it.
 
-        A look at two sockets, no round trip: the plugin does it after every test, and the
+        A look at its socket, no round trip: the plugin does it after every test, and the
         database fixtures before they use a session. Silent once the server is known dead: the
         database fixtures say that.
         """
@@ -638,7 +636,7 @@ class UnmockedSession(Closeable):
         those an earlier test ended.
 
         ``pg_terminate_backend`` returns before the session it ends is gone, so the look at the
-        sockets may find nothing yet, and ``work`` then meets the end itself (``terminating
+        socket may find nothing yet, and ``work`` then meets the end itself (``terminating
         connection due to administrator command``): it is done once more, on sessions opened again.
         """
         ended_by = self._ended_sessions.test_before(test_name)
@@ -652,35 +650,27 @@ class UnmockedSession(Closeable):
         return work()
 
     def _reopen_lost_sessions(self, ended_by: str | None = None) -> None:
-        """Open again the lease and admin sessions if a test ended either, and note it (with
+        """Open the admin session again, with the lease, if a test ended it, and note it (with
         ``ended_by`` when that was not the test at hand) for the warning that comes once the
         test's databases are done (:class:`~unmocked.ended_sessions.EndedSessions`)."""
         if self._admin is None or self._lease is None or self._death.known:
             return
-        lease_lost = self._lease.lost()
-        admin_lost = ownership.session_ended(self._admin.pgconn)
-        if not (lease_lost or admin_lost):
+        if not self._lease.lost():
             return
         if self._running is not None and self._running.died() is not None:
             # The guard around every database request tells it once, in full.
             raise ServerError("the server died")
-        # Both, whichever was seen ended: a test that ends one of them ends the other too, maybe
-        # a moment later. The lease first: until then other runs' collections take this run for
-        # dead.
-        server = self.server
-        self.budget.connecting(self._lease.renew, "the run's lease")
-        self._admin.close()
-        self._admin = self.budget.connecting(
-            lambda: known_state.connect(server.url, server.major), "the run's admin session"
-        )
+        # At once: until the lease is held again other runs' collections take this run for dead.
+        self.budget.connecting(self._lease.renew, "the run's admin session")
+        self._admin = self._lease.conn
         if self._template is not None:
             templates.hold(self._admin, self._template.fingerprint)
-            if lease_lost and ownership.owner_of(self._admin, self._template.name) is None:
+            if ownership.owner_of(self._admin, self._template.name) is None:
                 # Unheld meanwhile, another run's collection took it for old: built again.
                 self._template = None
         for pool in self._pools():
             pool.reconnected(self._admin, databases_may_be_gone=True)
-        self._ended_sessions.note(lease=lease_lost, admin=admin_lost, ended_by=ended_by)
+        self._ended_sessions.note(ended_by=ended_by)
 
     def _died(self) -> str | None:
         return self._running.died() if self._running is not None else None

@@ -1,8 +1,8 @@
 """How unmocked's own sessions name themselves on a server, and reading those names back.
 
-Every session unmocked opens (admin, lease, reset, template build) connects with the
-``application_name`` ``unmocked <run> <pid> <user>@<host>``: the lease's carries the run id it
-proves alive, the others ``-``. On a server many machines share, that is what tells whose
+Every session unmocked opens (admin, reset, template build) connects with the ``application_name``
+``unmocked <run> <pid> <user>@<host>``: the admin session's, which holds the lease, carries the run
+id it proves alive, the others ``-``. On a server many machines share, that is what tells whose
 connections are whose: ``pg_stat_activity`` shows neither the client's host name nor its pid
 (every CI job may come from one NAT address, or from loopback through a tunnel).
 ``unmocked status`` lists runs by it, and a run that finds no connection left names the holders

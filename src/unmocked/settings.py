@@ -151,8 +151,8 @@ DEFAULT_BUILD_TIMEOUT = 600.0
 # Half a minute: long enough for another job's tests to end and give their connections back,
 # short enough that a server full for good fails the test before CI's own limit does.
 DEFAULT_CONNECTION_WAIT = 30.0
-# A run's fewest connections: its lease, its admin session and one for its tests.
-FEWEST_CONNECTIONS = 3
+# A run's fewest connections: its admin session (which holds its lease) and one for its tests.
+FEWEST_CONNECTIONS = 2
 
 ENV_DATABASE_MODES = ("shared", "per-worker")
 DJANGO_MODES = ("auto", "off")
@@ -304,7 +304,7 @@ class Settings:
             raise ConfigurationError(
                 f"unmocked_max_connections = {raw_most!r}: write how many connections the whole "
                 f"run may hold on the server, a whole number of {FEWEST_CONNECTIONS} or more (its "
-                "lease, its admin session and one for its tests), or leave it out for the "
+                "admin session and one for its tests), or leave it out for the "
                 "server's own limit."
             )
         connection_wait = _seconds(
