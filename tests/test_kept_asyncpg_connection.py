@@ -37,14 +37,17 @@ def write_suite(project: pytest.Pytester, tests: str) -> None:
     project.makepyfile(PIDS + tests)
 
 
+def write_module_loop_suite(project: pytest.Pytester, tests: str) -> None:
+    """:func:`write_suite`, every test in the module's event loop (so on one kept connection)."""
+    write_suite(project, 'pytestmark = pytest.mark.asyncio(loop_scope="module")\n' + tests)
+
+
 def test_a_module_loop_keeps_one_connection_and_a_raw_commit_still_rebuilds_the_database(
     user_project: pytest.Pytester,
 ) -> None:
-    write_suite(
+    write_module_loop_suite(
         user_project,
         """
-pytestmark = pytest.mark.asyncio(loop_scope="module")
-
 async def test_1_commits_with_a_raw_commit(sa_async_session):
     PIDS.append(await backend_pid(sa_async_session))
     await sa_async_session.execute(text("INSERT INTO users (email) VALUES ('raw@x')"))
@@ -70,11 +73,9 @@ async def test_3_sees_nothing_on_the_kept_connection(sa_async_session):
 def test_what_a_rollback_leaves_of_the_kept_session_is_reset_for_the_next_test(
     user_project: pytest.Pytester,
 ) -> None:
-    write_suite(
+    write_module_loop_suite(
         user_project,
         """
-pytestmark = pytest.mark.asyncio(loop_scope="module")
-
 async def test_1_leaves_a_lock_a_prepared_statement_and_a_sequence_value(sa_async_session):
     await sa_async_session.execute(text("SELECT pg_advisory_lock(7)"))
     await sa_async_session.execute(text("PREPARE mine AS SELECT 1"))
@@ -98,12 +99,10 @@ async def test_2_starts_clean_on_the_same_backend(sa_async_session):
 def test_a_commit_on_the_kept_connection_checks_the_constraints_the_test_itself_made_or_dropped(
     user_project: pytest.Pytester,
 ) -> None:
-    write_suite(
+    write_module_loop_suite(
         user_project,
         """
 from sqlalchemy.exc import IntegrityError
-
-pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 ORPHAN = "INSERT INTO orders (user_id, amount) VALUES (-1, 1)"
 MINE = (
@@ -159,11 +158,9 @@ async def test_3_has_the_template_constraint_back_deferred(sa_async_session):
 def test_prepared_statements_of_any_name_are_deallocated_and_asyncpgs_own_are_kept(
     user_project: pytest.Pytester,
 ) -> None:
-    write_suite(
+    write_module_loop_suite(
         user_project,
         """
-pytestmark = pytest.mark.asyncio(loop_scope="module")
-
 OWN = "SELECT count(*) FROM pg_prepared_statements WHERE NOT from_sql"
 KEPT = []
 
