@@ -23,7 +23,7 @@ import socket
 import weakref
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from unmocked.checks import recording
 from unmocked.isolation import (
@@ -37,7 +37,8 @@ from unmocked.isolation import (
 from unmocked.urls import with_driver
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import Engine
+    from sqlalchemy.engine import Connection, Engine
+    from sqlalchemy.engine.interfaces import AdaptedConnection
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
     from sqlalchemy.orm import Session
 
@@ -317,10 +318,13 @@ def _own_the_joining_savepoints(dialect: Any) -> None:
     inside the session makes one under it); its name is remembered for its end. It is sent as
     :data:`~unmocked.isolation.UNIT_OF_WORK`, not by SQLAlchemy's name, which counts up for as long
     as the connection is kept: asyncpg prepares each new statement text in a round trip of its
-    own, and one name for every test's savepoints is prepared once.
+    own, and one name for every test's savepoints is prepared once. Its statements are sent as
+    that fixed text: SQLAlchemy compiles a savepoint clause anew each time (three a test).
     """
 
-    def owned(method: Callable[[Any, str], None], starts: bool) -> Callable[[Any, str], None]:
+    def owned(
+        method: Callable[[Any, str], None], starts: bool, joining_statement: str
+    ) -> Callable[[Any, str], None]:
         def do(connection: Any, name: str) -> None:
             joining = connection.info.setdefault(_JOINING, set())
             if starts and not connection.in_nested_transaction():
@@ -331,13 +335,17 @@ def _own_the_joining_savepoints(dialect: Any) -> None:
             if not starts:
                 joining.discard(name)
             with recording.own_statements():
-                method(connection, _JOINING_NAME)
+                connection.exec_driver_sql(joining_statement)
 
         return do
 
-    dialect.do_savepoint = owned(dialect.do_savepoint, starts=True)
-    dialect.do_release_savepoint = owned(dialect.do_release_savepoint, starts=False)
-    dialect.do_rollback_to_savepoint = owned(dialect.do_rollback_to_savepoint, starts=False)
+    dialect.do_savepoint = owned(dialect.do_savepoint, True, f"SAVEPOINT {_JOINING_NAME}")
+    dialect.do_release_savepoint = owned(
+        dialect.do_release_savepoint, False, f"RELEASE SAVEPOINT {_JOINING_NAME}"
+    )
+    dialect.do_rollback_to_savepoint = owned(
+        dialect.do_rollback_to_savepoint, False, f"ROLLBACK TO SAVEPOINT {_JOINING_NAME}"
+    )
 
 
 _JOINING = "unmocked_joining_savepoints"
@@ -360,10 +368,11 @@ class AsyncSessions:
     def open(self, session_class: type[S]) -> S:
         """A new ``session_class`` (``AsyncSession`` or a subclass, such as SQLModel's)."""
         if self.joined:
-            from sqlalchemy import event
-
-            session = session_class(bind=self.bind, join_transaction_mode="create_savepoint")
-            event.listen(session.sync_session, "before_commit", _check_deferred_constraints)
+            session = session_class(
+                bind=self.bind,
+                join_transaction_mode="create_savepoint",
+                sync_session_class=_checking_commits(session_class.sync_session_class),
+            )
         else:
             session = session_class(bind=self.bind)
         self._opened.append(session)
@@ -374,6 +383,35 @@ class AsyncSessions:
         for session in self._opened:
             await session.close()
         self._opened.clear()
+
+
+def _driver_row(connection: Connection, query: str) -> Any:
+    """The row of a read of unmocked's own, from asyncpg itself: past SQLAlchemy's execution,
+    which costs more than the server's answer (a read of the catalogs, which the test's data
+    cannot make fail; a statement that can keeps SQLAlchemy's errors, through it)."""
+    adapted = cast("AdaptedConnection", connection.connection.dbapi_connection)
+    return adapted.run_async(lambda driver: driver.fetchrow(query))
+
+
+_checking: dict[type[Session], type[Session]] = {}
+
+
+def _checking_commits(sync_session_class: type[Session]) -> type[Session]:
+    """``sync_session_class`` (an ``AsyncSession``'s ``Session``) whose ``commit()`` checks
+    deferred constraints first: a subclass made once, with the same name, and its listener on the
+    class (listening on each new session costs more than the rest of handing it out)."""
+    checking = _checking.get(sync_session_class)
+    if checking is None:
+        from sqlalchemy import event
+
+        checking = type(
+            sync_session_class.__name__,
+            (sync_session_class,),
+            {"__module__": sync_session_class.__module__, "__doc__": sync_session_class.__doc__},
+        )
+        event.listen(checking, "before_commit", _check_deferred_constraints)
+        _checking[sync_session_class] = checking
+    return checking
 
 
 def _check_deferred_constraints(session: Session) -> None:
@@ -392,15 +430,15 @@ def _check_deferred_constraints(session: Session) -> None:
     connection = session.connection()
     info = connection.info
     with recording.own_statements():  # what COMMIT does: not a statement of the test's
-        connection.exec_driver_sql(CHECK_CONSTRAINTS_NOW)
+        connection.exec_driver_sql(CHECK_CONSTRAINTS_NOW)  # SQLAlchemy's errors, if violated
         template_deferred = info.get(_TEMPLATE_DEFERRED)
         known_start = info.get(_BEGAN_WITHOUT_CONSTRAINT_WRITES, False)
         if known_start and template_deferred is not None:
-            deferred = connection.exec_driver_sql(DEFERRED_IF_CHANGED).scalar()
+            deferred = _driver_row(connection, DEFERRED_IF_CHANGED)[0]
             if deferred is None:
                 deferred = template_deferred
         else:
-            unchanged, deferred = connection.exec_driver_sql(UNCHANGED_AND_DEFERRED).one()
+            unchanged, deferred = _driver_row(connection, UNCHANGED_AND_DEFERRED)
             if unchanged and known_start:
                 info[_TEMPLATE_DEFERRED] = deferred
         if deferred:
