@@ -42,6 +42,13 @@ def write_module_loop_suite(project: pytest.Pytester, tests: str) -> None:
     write_suite(project, 'pytestmark = pytest.mark.asyncio(loop_scope="module")\n' + tests)
 
 
+def passes_warning_of_each(project: pytest.Pytester, passed: int, *warnings: str) -> None:
+    """Run the suite: ``passed`` tests pass, and one warning matches each of ``warnings``."""
+    result = project.runpytest("-p", "no:randomly")
+    result.assert_outcomes(passed=passed, warnings=len(warnings))
+    result.stdout.fnmatch_lines(list(warnings))
+
+
 def test_a_module_loop_keeps_one_connection_and_a_raw_commit_still_rebuilds_the_database(
     user_project: pytest.Pytester,
 ) -> None:
@@ -65,9 +72,9 @@ async def test_3_sees_nothing_on_the_kept_connection(sa_async_session):
     assert await backend_pid(sa_async_session) == PIDS[1]
 """,
     )
-    result = user_project.runpytest("-p", "no:randomly")
-    result.assert_outcomes(passed=3, warnings=1)
-    result.stdout.fnmatch_lines(["*test_1_commits_with_a_raw_commit ended unmocked's outer*"])
+    passes_warning_of_each(
+        user_project, 3, "*test_1_commits_with_a_raw_commit ended unmocked's outer*"
+    )
 
 
 def test_what_a_rollback_leaves_of_the_kept_session_is_reset_for_the_next_test(
@@ -94,6 +101,142 @@ async def test_2_starts_clean_on_the_same_backend(sa_async_session):
 """,
     )
     user_project.runpytest("-p", "no:randomly", "-W", "error").assert_outcomes(passed=2)
+
+
+def test_a_test_that_never_uses_its_session_keeps_the_connection_and_the_database_quietly(
+    user_project: pytest.Pytester,
+) -> None:
+    """SQLAlchemy begins the outer transaction with the session's first statement: a test that
+    sends none has none, which is not a test that ended it (no warning, no rebuilt database)."""
+    write_module_loop_suite(
+        user_project,
+        """
+async def test_1_writes(sa_async_session):
+    await sa_async_session.execute(text("INSERT INTO users (email) VALUES ('one@x')"))
+    PIDS.append(await backend_pid(sa_async_session))
+
+async def test_2_asks_and_sends_nothing(sa_async_session):
+    pass
+
+async def test_3_opens_and_closes_its_transaction_without_a_statement(sa_async_session):
+    await sa_async_session.commit()
+    await sa_async_session.rollback()
+    await sa_async_session.close()
+
+async def test_4_is_on_the_same_connection_and_sees_nothing(sa_async_session):
+    assert await backend_pid(sa_async_session) == PIDS[0]
+    assert await users(sa_async_session) == 0
+""",
+    )
+    user_project.runpytest("-p", "no:randomly", "-W", "error").assert_outcomes(passed=4)
+
+
+def test_a_statement_sent_past_sqlalchemy_before_any_other_still_rebuilds_the_database(
+    user_project: pytest.Pytester,
+) -> None:
+    """asyncpg itself, on a connection SQLAlchemy has not begun a transaction on yet, commits
+    each statement at once: the test did not end the outer transaction, but its write is in."""
+    write_module_loop_suite(
+        user_project,
+        """
+async def test_1_writes_through_asyncpg_itself(sa_async_session):
+    raw = await sa_async_session.bind.get_raw_connection()
+    await raw.driver_connection.execute("INSERT INTO users (email) VALUES ('raw@x')")
+
+async def test_2_sees_nothing(sa_async_session):
+    assert await users(sa_async_session) == 0
+""",
+    )
+    passes_warning_of_each(
+        user_project, 2, "*test_1_writes_through_asyncpg_itself ended unmocked's outer*"
+    )
+
+
+OWN_CONNECTION = """
+import psycopg
+
+def own_connection(session):
+    \"\"\"A connection the code under test opens itself, to the database it was handed.\"\"\"
+    url = session.bind.engine.url.set(drivername="postgresql")
+    return psycopg.connect(url.render_as_string(hide_password=False), autocommit=True)
+"""
+
+
+def test_a_write_committed_from_a_connection_of_the_tests_own_is_caught_and_undone(
+    user_project: pytest.Pytester,
+) -> None:
+    write_module_loop_suite(
+        user_project,
+        OWN_CONNECTION
+        + """
+async def test_1_the_app_commits_on_its_own_connection(sa_async_session):
+    await sa_async_session.execute(text("INSERT INTO users (email) VALUES ('mine@x')"))
+    with own_connection(sa_async_session) as own:
+        own.execute("INSERT INTO users (email) VALUES ('escaped@x')")
+
+async def test_2_sees_nothing(sa_async_session):
+    assert await users(sa_async_session) == 0
+
+async def test_3_only_the_app_writes_and_the_session_sends_nothing(sa_async_session):
+    with own_connection(sa_async_session) as own:
+        own.execute("INSERT INTO users (email) VALUES ('escaped@x')")
+
+async def test_4_sees_nothing_either(sa_async_session):
+    assert await users(sa_async_session) == 0
+""",
+    )
+    passes_warning_of_each(
+        user_project,
+        4,
+        "*test_1_the_app_commits_on_its_own_connection committed changes to the rollback*",
+        "*test_3_only_the_app_writes_and_the_session_sends_nothing committed changes*",
+    )
+
+
+def test_a_connection_of_the_tests_own_left_open_is_caught(user_project: pytest.Pytester) -> None:
+    write_module_loop_suite(
+        user_project,
+        OWN_CONNECTION
+        + """
+LEFT = []
+
+async def test_1_leaves_its_own_connection_open(sa_async_session):
+    await sa_async_session.execute(text("SELECT 1"))
+    LEFT.append(own_connection(sa_async_session))
+
+async def test_2_sees_nothing_of_it(sa_async_session):
+    assert await users(sa_async_session) == 0
+    LEFT[0].close()
+""",
+    )
+    passes_warning_of_each(
+        user_project, 2, "*test_1_leaves_its_own_connection_open left a connection*"
+    )
+
+
+def test_unmockeds_own_connections_between_kept_asyncpg_tests_are_no_outside_sessions(
+    user_project: pytest.Pytester,
+) -> None:
+    write_module_loop_suite(
+        user_project,
+        """
+async def test_1_asyncpg(sa_async_session):
+    await sa_async_session.execute(text("INSERT INTO users (email) VALUES ('a@x')"))
+    PIDS.append(await backend_pid(sa_async_session))
+
+@pytest.mark.asyncio(loop_scope="function")
+async def test_2_pg_connects_meanwhile(pg):
+    pg.execute("INSERT INTO users (email) VALUES ('b@x')")
+
+async def test_3_asyncpg_again_on_the_same_connection(sa_async_session):
+    assert await backend_pid(sa_async_session) == PIDS[0]
+    assert await users(sa_async_session) == 0
+
+async def test_4_and_again(sa_async_session):
+    assert await backend_pid(sa_async_session) == PIDS[0]
+""",
+    )
+    user_project.runpytest("-p", "no:randomly", "-W", "error").assert_outcomes(passed=4)
 
 
 def test_a_commit_on_the_kept_connection_checks_the_constraints_the_test_itself_made_or_dropped(

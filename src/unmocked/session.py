@@ -75,6 +75,10 @@ _STILL_CONNECTED = (
 )
 
 
+def _escaped_by(outside: OutsideSession) -> str:
+    return _STILL_CONNECTED if outside.still_connected else _COMMITTED
+
+
 class KeptConnection(Protocol):
     """A connection to the rollback database that a driver's integration keeps between tests
     (asyncpg's, one per event loop): unmocked's own, so the end of a test does not take it for an
@@ -431,9 +435,10 @@ class UnmockedSession(Closeable):
 
         The driver's own connection must run the test inside a transaction that it rolls back
         afterwards, and raise :class:`~unmocked.isolation.OuterTransactionLost` out of the block
-        when the test ended that transaction itself: the database is then rebuilt, as after a raw
-        ``COMMIT`` on :meth:`rolled_back`'s connection. ``kept``: the connection the driver keeps
-        between tests, which counts as unmocked's own from now on.
+        when the test ended that transaction itself, :class:`~unmocked.isolation.OutsideSession`
+        when another session (not one of :meth:`own_backend_pids`) used the database: it is then
+        rebuilt, as after a raw ``COMMIT`` on :meth:`rolled_back`'s connection. ``kept``: the
+        connection the driver keeps between tests, which counts as unmocked's own from now on.
         """
         with self._death.guard(test_name):
             url = self.as_tests_role(self.rollback_database_url())
@@ -447,6 +452,9 @@ class UnmockedSession(Closeable):
         except OuterTransactionLost:
             with self._death.guard(test_name):
                 self.discard_rollback_database(test_name)
+        except OutsideSession as outside:
+            with self._death.guard(test_name):
+                self.discard_rollback_database(test_name, _escaped_by(outside))
 
     @contextmanager
     def rolled_back_by_framework(self) -> Iterator[None]:
@@ -496,16 +504,21 @@ class UnmockedSession(Closeable):
                 self._reopen_lost_sessions()
             self._ended_sessions.tell(test_name)
 
+    def own_backend_pids(self) -> list[int]:
+        """The backends of unmocked's connections to the rollback database: the rollback
+        connections and those drivers keep, which the end of a test does not take for outside
+        sessions."""
+        pids = [c.info.backend_pid for c in self._rollback_connections.values() if not c.closed]
+        return pids + [k.backend_pid for k in self._kept_by_drivers if k.backend_pid is not None]
+
     def _end_rollback_test(self, conn: UnitOfWork, test_name: str) -> None:
-        others = [c.info.backend_pid for c in self._rollback_connections.values() if not c.closed]
-        others += [k.backend_pid for k in self._kept_by_drivers if k.backend_pid is not None]
         try:
-            conn.end_test(own_pids=others)
+            conn.end_test(own_pids=self.own_backend_pids())
             return
         except OuterTransactionLost:
             escaped: str | None = _ESCAPED
         except OutsideSession as outside:
-            escaped = _STILL_CONNECTED if outside.still_connected else _COMMITTED
+            escaped = _escaped_by(outside)
         except psycopg.Error:
             if self._death.check(test_name) is not None:
                 raise

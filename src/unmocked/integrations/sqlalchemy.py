@@ -20,18 +20,25 @@ from __future__ import annotations
 import asyncio
 import select
 import socket
+import time
 import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import asynccontextmanager, suppress
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from unmocked.checks import recording
 from unmocked.isolation import (
+    COMMITTED_CHANGES,
     CONSTRAINT_WRITES,
     LIST_DEFERRED,
+    OTHER_SESSIONS,
+    OUTSIDE_SESSION_GRACE,
+    SESSIONS,
+    SESSIONS_SINCE,
     UNIT_OF_WORK,
     AsyncRollbackConnection,
     OuterTransactionLost,
+    OutsideSession,
     RollbackConnection,
 )
 from unmocked.urls import with_driver
@@ -109,7 +116,9 @@ async def psycopg_sessions(conn: AsyncRollbackConnection) -> AsyncIterator[Async
 
 @asynccontextmanager
 async def asyncpg_sessions(
-    url: str, kept: KeptAsyncpgConnection | None = None
+    url: str,
+    kept: KeptAsyncpgConnection | None = None,
+    own_pids: Callable[[], Collection[int]] = tuple,
 ) -> AsyncIterator[AsyncSessions]:
     """Async sessions over an asyncpg connection to ``url``, inside an outer transaction.
 
@@ -117,16 +126,18 @@ async def asyncpg_sessions(
     sessions are closed and the outer transaction rolled back. The connection is ``kept``'s
     (made or reused; see :class:`KeptAsyncpgConnection`), else one of its own, closed at the end.
     Raises :class:`OuterTransactionLost` at the end when the code inside ended the outer
-    transaction itself (a raw ``COMMIT``): the caller must then treat the database as dirty.
+    transaction itself (a raw ``COMMIT``), and :class:`OutsideSession` when another session used
+    the database meanwhile (``own_pids``: unmocked's other connections to it, which do not count):
+    the caller must then treat the database as dirty.
     """
     own = kept or KeptAsyncpgConnection()
     bind = await own.connection(url)
     await bind.begin()
     sessions = AsyncSessions(bind, joined=True)
-    own.in_test = True
+    own.begin_test()
     try:
         yield sessions
-        await own.end_test(sessions)
+        await own.end_test(sessions, own_pids)
     except BaseException:
         own.terminate()
         raise
@@ -154,6 +165,15 @@ NOTHING_LEFT = "SELECT 0"
 AFTER_RESET_KEPT_SESSION = (
     "SELECT (SELECT string_agg(format('DEALLOCATE %I', name), '; ') FROM pg_prepared_statements "
     f"WHERE from_sql), {CONSTRAINT_WRITES.decode()} = 0"
+)
+# Whether another session used the database during the test, as the psycopg connections' end
+# tells it (see isolation.SESSIONS): one more row in RESET_KEPT_SESSION when the database's session
+# count moved since the last look, read again after it with the rest. What the look compares
+# with is read when the connection opens.
+SESSIONS_MOVED = f" UNION ALL SELECT WHERE {SESSIONS} <> {{seen}}"
+LOOK_AT_THE_DATABASE = (
+    "SELECT oid, {sessions}, (" + COMMITTED_CHANGES + ") FROM pg_database "
+    "WHERE datname = current_database()"
 )
 
 # A joined session's commit checks deferred constraints as COMMIT would, in plain statements (see
@@ -199,6 +219,17 @@ class KeptAsyncpgConnection:
         self._bind: AsyncConnection | None = None
         self._driver: Any = None  # the asyncpg Connection under _bind
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._queries_at_start: int | None = None
+        # The database's OID, its session count at the last look (None when the server does not
+        # count them: then every test's end looks) and the committed changes it then had.
+        self._database_oid = 0
+        self._sessions_seen: int | None = None
+        self._changes_seen: object = None
+
+    def begin_test(self) -> None:
+        """Mark a test's start: from now on it runs on the connection."""
+        self.in_test = True
+        self._queries_at_start = _queries_sent(self._driver)
 
     @property
     def backend_pid(self) -> int | None:
@@ -226,31 +257,73 @@ class KeptAsyncpgConnection:
             raw = await bind.get_raw_connection()
             self._bind, self._driver = bind, raw.driver_connection
             self._url, self._loop = url, asyncio.get_running_loop()
+            counts = self._driver.get_server_version().major * 10000 >= SESSIONS_SINCE
+            with recording.own_statements():
+                (
+                    self._database_oid,
+                    self._sessions_seen,
+                    self._changes_seen,
+                ) = await self._driver.fetchrow(
+                    LOOK_AT_THE_DATABASE.format(
+                        sessions="pg_stat_get_db_sessions(oid)" if counts else "NULL"
+                    )
+                )
         return self._bind
 
-    async def end_test(self, sessions: AsyncSessions) -> None:
+    async def end_test(
+        self, sessions: AsyncSessions, own_pids: Callable[[], Collection[int]] = tuple
+    ) -> None:
         """Close the test's sessions, roll its outer transaction back and reset the session.
 
         Raises :class:`OuterTransactionLost`, the connection discarded, when the test ended the
-        outer transaction itself: its savepoints are gone with it, so nothing is rolled back.
+        outer transaction itself: its savepoints are gone with it, so nothing is rolled back; and
+        :class:`OutsideSession` when another session than unmocked's own (``own_pids``) is
+        connected to the database, or committed changes to it, since the last look.
         """
         bind, driver = self._bind, self._driver
         assert bind is not None
         if driver.is_closed() or not driver.is_in_transaction():
-            self.terminate()
-            raise OuterTransactionLost()
+            sent = _queries_sent(driver)
+            if driver.is_closed() or sent is None or sent != self._queries_at_start:
+                self.terminate()
+                raise OuterTransactionLost()
+            # Else the test sent nothing on it: SQLAlchemy begins the outer transaction with the
+            # first statement, so none was begun and the rollback sends nothing. The look for
+            # other sessions below still counts: its code may have used one of its own.
         await bind.rollback()  # the sessions' savepoints with it: their close sends nothing
         await sessions.close()
         bind.info.pop(_JOINING, None)
+        seen = self._sessions_seen
+        moved = "" if seen is None else SESSIONS_MOVED.format(oid=self._database_oid, seen=seen)
         with recording.own_statements():
-            clean = await driver.execute(RESET_KEPT_SESSION) == NOTHING_LEFT
-            if not clean:
-                deallocate, clean = await driver.fetchrow(AFTER_RESET_KEPT_SESSION)
+            nothing_left = await driver.execute(RESET_KEPT_SESSION + moved) == NOTHING_LEFT
+            clean, sessions_now = True, seen
+            if not nothing_left:
+                deallocate, clean, sessions_now = await driver.fetchrow(
+                    f"{AFTER_RESET_KEPT_SESSION}, "
+                    + (SESSIONS.format(oid=self._database_oid) if seen is not None else "NULL")
+                )
                 if deallocate:
                     await driver.execute(deallocate)
+            if seen is None or sessions_now != seen:
+                await self._look_for_other_sessions(own_pids())
+                self._sessions_seen = sessions_now
         # The counts only grow while the session lives, but a flush of the statistics, when it is
         # idle, can take them back to 0: only a 0 seen here is known to be the next test's start.
         bind.info[_BEGAN_WITHOUT_CONSTRAINT_WRITES] = clean
+
+    async def _look_for_other_sessions(self, own_pids: Collection[int]) -> None:
+        """Raise :class:`OutsideSession` if another session is connected, or committed changes
+        (as :meth:`unmocked.isolation.UnitOfWork.end_test` does for psycopg's connections)."""
+        own = ", ".join(["pg_backend_pid()", *map(str, own_pids)])
+        other_sessions = OTHER_SESSIONS.format(oid=self._database_oid, own=own)
+        deadline = time.monotonic() + OUTSIDE_SESSION_GRACE
+        while await self._driver.fetchval(other_sessions) != 0:
+            if time.monotonic() > deadline:
+                raise OutsideSession(still_connected=True)
+            await asyncio.sleep(0.001)
+        if await self._driver.fetchval(COMMITTED_CHANGES) != self._changes_seen:
+            raise OutsideSession(still_connected=False)
 
     async def close(self) -> None:
         """Close the kept connection in its own loop; end it at once from any other."""
@@ -289,6 +362,13 @@ class KeptAsyncpgConnection:
         except (OSError, ValueError, AttributeError):
             return True
         return bool(readable)
+
+
+def _queries_sent(driver: Any) -> int | None:
+    """How many queries the asyncpg connection has sent since it opened (its protocol's count,
+    which asyncpg gives no public way to); None if unknown."""
+    count = getattr(getattr(driver, "_protocol", None), "queries_count", None)
+    return count if isinstance(count, int) else None
 
 
 def _socket_of(driver: Any) -> Any:

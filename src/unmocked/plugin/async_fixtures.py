@@ -208,7 +208,8 @@ def _make_hidden_fixture() -> Callable[..., AsyncIterator[AsyncSessions]]:
             reported_as_failures(),
             unmocked_session.rolled_back_by_driver(request.node.nodeid, kept) as url,
         ):
-            async with integration.asyncpg_sessions(url, kept) as sessions:
+            own_pids = unmocked_session.own_backend_pids
+            async with integration.asyncpg_sessions(url, kept, own_pids) as sessions:
                 yield sessions
 
     return sessions
