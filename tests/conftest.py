@@ -12,6 +12,7 @@ more (``createdb``), as a managed service gives: they say so with
 from __future__ import annotations
 
 import contextlib
+import gc
 import importlib
 import importlib.util
 import os
@@ -196,7 +197,13 @@ def provider(request: pytest.FixtureRequest, unmocked_cache: Path) -> dict[str, 
 def provider_project(
     pytester: pytest.Pytester, provider: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> pytest.Pytester:
-    """A pytester project whose runs use one provider (and no URL the outer run was given)."""
+    """A pytester project whose runs use one provider (and no URL the outer run was given).
+
+    Connections that earlier in-process runs left open on purpose (the leak checks' suites) are
+    collected first, here: collected inside a later run, their ``ResourceWarning`` would be that
+    run's, and an error in one under ``-W error``.
+    """
+    gc.collect()
     monkeypatch.delenv("UNMOCKED_DATABASE_URL", raising=False)
     for key, value in provider.items():
         monkeypatch.setenv(key, value)

@@ -6,6 +6,7 @@ the ones a user might make) and is dropped afterwards, even the ones unmocked re
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -88,6 +89,18 @@ def collecting_alone() -> Iterator[None]:
     with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(%s, %s)", COLLECTING_LOCK)
         yield
+
+
+@contextlib.contextmanager
+def others_wait(admin: AdminConnection) -> Iterator[None]:
+    """Other processes' collections (any run that starts on this server meanwhile, another
+    worker's included) wait: what the test makes is its own collection's to drop. That collection
+    runs on ``admin`` too, whose lock lets it in (advisory locks stack within a session)."""
+    admin.execute("SELECT pg_advisory_lock(%s, 0)", (ownership.GC_LOCK_CLASS,))
+    try:
+        yield
+    finally:
+        admin.execute("SELECT pg_advisory_unlock(%s, 0)", (ownership.GC_LOCK_CLASS,))
 
 
 def drop_by_hand(name: str) -> None:
@@ -214,10 +227,11 @@ def test_collect_abandoned_drops_databases_of_a_run_whose_lease_is_gone(
     dead_run: str,
     our_database: Callable[[str, Owner], str],
 ) -> None:
-    fresh = our_database("dead_fresh", Owner("fresh", run=dead_run))
-    build = our_database("dead_build", Owner("build", run=dead_run, fingerprint="a" * 64))
+    with others_wait(admin):
+        fresh = our_database("dead_fresh", Owner("fresh", run=dead_run))
+        build = our_database("dead_build", Owner("build", run=dead_run, fingerprint="a" * 64))
 
-    dropped = ownership.collect_abandoned(admin)
+        dropped = ownership.collect_abandoned(admin)
 
     assert {fresh, build} <= set(dropped)
     assert not exists(admin, fresh)
@@ -287,9 +301,10 @@ def test_a_kept_database_older_than_the_bound_is_collected_by_a_later_run(
     our_database: Callable[[str, Owner], str],
 ) -> None:
     long_ago = int(time.time()) - ownership.KEPT_FOR_SECONDS - 1
-    name = our_database("old_kept", Owner("kept", run=dead_run, test="t", since=long_ago))
+    with others_wait(admin):
+        name = our_database("old_kept", Owner("kept", run=dead_run, test="t", since=long_ago))
 
-    assert name in ownership.collect_abandoned(admin)
+        assert name in ownership.collect_abandoned(admin)
 
 
 def test_drop_database_rolls_back_its_prepared_transactions_first(
