@@ -133,6 +133,15 @@ RESET_SESSION = (
 SESSIONS = "pg_stat_get_db_sessions({oid})"
 OTHER_SESSIONS = """SELECT count(*) FROM pg_stat_get_activity(NULL) a WHERE a.datid = {oid}
    AND coalesce(a.backend_type, 'client backend') = 'client backend' AND a.pid NOT IN ({own})"""
+
+
+def other_sessions(database_oid: object, own_pids: Collection[int]) -> str:
+    """:data:`OTHER_SESSIONS` of a database, leaving out the asking session and ``own_pids``
+    (unmocked's other connections to it)."""
+    own = ", ".join(["pg_backend_pid()", *map(str, own_pids)])
+    return OTHER_SESSIONS.format(oid=database_oid, own=own)
+
+
 # Per table, n_mod_since_analyze counts committed inserts, updates and deletes only (and catalogs
 # count DDL); shared catalogs, which other databases write, are left out.
 COMMITTED_CHANGES = (
@@ -327,11 +336,12 @@ class UnitOfWork(psycopg.BaseConnection[Any]):
 
     def _look_for_other_sessions(self, own_pids: Collection[int]) -> None:
         """Raise :class:`OutsideSession` if another session is connected, or committed changes."""
-        own = ", ".join(["pg_backend_pid()", *map(str, own_pids)])
         # A session the code under test closed a moment ago (or an asyncpg test's, before this
         # one) is still on its way out: what it committed counts once it is gone.
         deadline = time.monotonic() + OUTSIDE_SESSION_GRACE
-        while self._wait_blocking(self._script(self._sql(OTHER_SESSIONS, own=own))) != b"0":
+        assert self._database_oid is not None
+        look = other_sessions(self._database_oid.decode(), own_pids).encode()
+        while self._wait_blocking(self._script(look)) != b"0":
             if time.monotonic() > deadline:
                 raise OutsideSession(still_connected=True)
             time.sleep(0.001)

@@ -31,7 +31,6 @@ from unmocked.isolation import (
     COMMITTED_CHANGES,
     CONSTRAINT_WRITES,
     LIST_DEFERRED,
-    OTHER_SESSIONS,
     OUTSIDE_SESSION_GRACE,
     SESSIONS,
     SESSIONS_SINCE,
@@ -40,6 +39,7 @@ from unmocked.isolation import (
     OuterTransactionLost,
     OutsideSession,
     RollbackConnection,
+    other_sessions,
 )
 from unmocked.urls import with_driver
 
@@ -315,10 +315,9 @@ class KeptAsyncpgConnection:
     async def _look_for_other_sessions(self, own_pids: Collection[int]) -> None:
         """Raise :class:`OutsideSession` if another session is connected, or committed changes
         (as :meth:`unmocked.isolation.UnitOfWork.end_test` does for psycopg's connections)."""
-        own = ", ".join(["pg_backend_pid()", *map(str, own_pids)])
-        other_sessions = OTHER_SESSIONS.format(oid=self._database_oid, own=own)
+        look = other_sessions(self._database_oid, own_pids)
         deadline = time.monotonic() + OUTSIDE_SESSION_GRACE
-        while await self._driver.fetchval(other_sessions) != 0:
+        while await self._driver.fetchval(look) != 0:
             if time.monotonic() > deadline:
                 raise OutsideSession(still_connected=True)
             await asyncio.sleep(0.001)
